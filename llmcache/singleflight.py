@@ -1,0 +1,102 @@
+"""In-process single-flight: one caller computes a key, the others wait for its result.
+
+A :class:`Flight` can be awaited from any event loop and waited on from any thread at once,
+so asyncio tasks and threads missing the same key share one upstream call. Waiters get the
+result's encoded bytes and decode their own copy: no caller can mutate another's object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+
+__all__ = ["Flight", "Flights"]
+
+
+class Flight:
+    """One upstream call in progress; finished with its encoded result or its error."""
+
+    __slots__ = ("_done", "_lock", "_waiters", "body", "error", "lease", "thread")
+
+    def __init__(self) -> None:
+        #: The leader's thread: a blocking wait there (a sync call made from a coroutine on
+        #: that thread's event loop) would stop the leader from ever finishing.
+        self.thread = threading.get_ident()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self.body: bytes | None = None
+        self.error: BaseException | None = None
+        #: (tier index, lock key, token) of the cross-process lease the leader holds, if any.
+        self.lease: tuple[int, str, str] | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the flight has finished."""
+        return self._done.is_set()
+
+    def finish(self, body: bytes | None, error: BaseException | None = None) -> None:
+        """Publish the result (or error) and wake every waiter, in any thread or loop."""
+        self.body, self.error = body, error
+        with self._lock:
+            self._done.set()
+            waiters, self._waiters = self._waiters, []
+        for loop, fut in waiters:
+            # The waiter's loop may have closed meanwhile; nothing is left to wake there.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_wake, fut)
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until finished or ``timeout`` seconds; return whether it finished.
+
+        Returns ``False`` at once when called on the leader's own thread.
+        """
+        if self.thread == threading.get_ident() and not self._done.is_set():
+            return False
+        return self._done.wait(timeout)
+
+    async def wait_async(self, timeout: float | None) -> bool:
+        """Await until finished or ``timeout`` seconds; return whether it finished."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._done.is_set():
+                return True
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiters.append((loop, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return self._done.is_set()
+        return True
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Flights:
+    """The flights in progress, by key."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flights: dict[str, Flight] = {}
+
+    def join(self, key: str) -> tuple[Flight, bool]:
+        """Return the flight for ``key`` and whether the caller leads it (must compute)."""
+        with self._lock:
+            flight = self._flights.get(key)
+            if flight is not None:
+                return flight, False
+            flight = self._flights[key] = Flight()
+            return flight, True
+
+    def leave(self, key: str, flight: Flight) -> None:
+        """Forget ``flight`` so later callers read the cache (or lead a new flight)."""
+        with self._lock:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+
+    def __len__(self) -> int:
+        return len(self._flights)

@@ -1,0 +1,1 @@
+"""Cache tiers: memory, disk (diskcache) and Redis, behind one small Protocol."""
