@@ -148,5 +148,5 @@ class CallRecord:
                 status=Status(data["status"]),
                 error_type=data.get("error_type"),
             )
-        except (KeyError, TypeError, ArithmeticError) as exc:
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
             raise ValueError(f"malformed record {data.get('id')!r}: {exc!r}") from exc

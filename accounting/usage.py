@@ -83,8 +83,9 @@ class TokenUsage:
         """Read a provider's usage object (an SDK model or a plain mapping).
 
         Understands OpenAI chat/completions/embeddings (``prompt_tokens``,
-        ``prompt_tokens_details.cached_tokens``, ``completion_tokens_details.reasoning_tokens``),
-        the Responses API (``input_tokens``, ``input_tokens_details.cached_tokens``,
+        ``prompt_tokens_details.cached_tokens`` and ``.cache_write_tokens``,
+        ``completion_tokens_details.reasoning_tokens``), the Responses API (``input_tokens``,
+        ``input_tokens_details.cached_tokens`` and ``.cache_write_tokens``,
         ``output_tokens_details.reasoning_tokens``), Anthropic-style counts (``input_tokens``
         without the cache, plus ``cache_read_input_tokens`` and ``cache_creation_input_tokens``)
         and DeepSeek's ``prompt_cache_hit_tokens``.
@@ -95,15 +96,21 @@ class TokenUsage:
         data = _as_mapping(usage)
         if "prompt_tokens" in data:
             prompt = _int(data, "prompt_tokens")
-            cached = _int(_as_mapping(data.get("prompt_tokens_details")), "cached_tokens")
-            if not cached:
-                cached = _int(data, "prompt_cache_hit_tokens")
+            details = _as_mapping(data.get("prompt_tokens_details"))
+            cached = _int(details, "cached_tokens") or _int(data, "prompt_cache_hit_tokens")
             output = _int(data, "completion_tokens")
             reasoning = _int(_as_mapping(data.get("completion_tokens_details")), "reasoning_tokens")
-            return cls(input=prompt, cached_input=cached, output=output, reasoning=reasoning)
+            return cls(
+                input=prompt,
+                cached_input=cached,
+                cache_write=_int(details, "cache_write_tokens"),
+                output=output,
+                reasoning=reasoning,
+            )
         if "input_tokens" in data:
             plain = _int(data, "input_tokens")
-            cached = _int(_as_mapping(data.get("input_tokens_details")), "cached_tokens")
+            details = _as_mapping(data.get("input_tokens_details"))
+            cached = _int(details, "cached_tokens")
             read = _int(data, "cache_read_input_tokens")
             write = _int(data, "cache_creation_input_tokens")
             output = _int(data, "output_tokens")
@@ -117,7 +124,13 @@ class TokenUsage:
                     output=output,
                     reasoning=reasoning,
                 )
-            return cls(input=plain, cached_input=cached, output=output, reasoning=reasoning)
+            return cls(
+                input=plain,
+                cached_input=cached,
+                cache_write=_int(details, "cache_write_tokens"),
+                output=output,
+                reasoning=reasoning,
+            )
         raise ValueError(
             f"usage has neither prompt_tokens nor input_tokens: fields are {sorted(data) or 'none'}"
         )
