@@ -188,6 +188,27 @@ def test_no_free_pooled_connection_does_not_open_the_breaker(redis_url: str, mod
 
 
 @pytest.mark.slow
+def test_a_get_that_times_out_mid_reply_never_hands_its_late_reply_to_the_next(
+    redis_url: str,
+) -> None:
+    # RedisTier.get speaks to a pooled connection directly (the hot path), not through
+    # Redis.get: a GET cut off by its timeout must still drop that connection (redis-py's
+    # read_response does, and the tier must not undo it), or the late reply would answer the
+    # next GET on the one pooled connection.
+    tier = RedisTier(redis_url, socket_timeout=0.1, max_connections=1)
+    tier.set("a", b"value of a", None)
+    tier.set("b", b"value of b", None)
+    admin = redis.Redis.from_url(redis_url)
+    admin.execute_command("CLIENT", "PAUSE", 500, "ALL")
+    with pytest.raises(redis.exceptions.TimeoutError):
+        tier.get("a")
+    _wait_until(admin.ping, "the pause to end")
+    assert tier.get("b") == b"value of b"
+    assert tier.get("a") == b"value of a"
+    admin.close()
+    tier.close()
+
+
 def test_cluster_tier_made_while_the_cluster_is_down(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path)  # ports chosen, nothing started yet
 

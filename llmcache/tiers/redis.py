@@ -81,6 +81,29 @@ def _answered(exc: BaseException) -> bool:
     )
 
 
+def _direct_get(pool: Any, name: str) -> bytes | None:
+    """``GET name`` on a connection of ``pool``: the wire exchange of ``Redis.get``, no more.
+
+    A hit is the hot path. With retries off, ``Redis.get`` adds only per-command machinery
+    around this exchange (a retry wrapper, redis-py's observability hooks, a response-callback
+    lookup that GET does not use): about 14 µs of a 150 µs loopback GET on a 2-core machine.
+    """
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command(conn.pack_command("GET", name))
+        value: bytes | None = conn.read_response()
+    except redis.exceptions.ResponseError:
+        raise  # a whole reply was read: the connection is in step and goes back to the pool
+    except BaseException:
+        # Timed out, cut off or interrupted mid-reply: a late reply must not reach the next
+        # caller, as Redis.get ensures by the same means.
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
+    return value
+
+
 def redact(url: str) -> str:
     """Return ``url`` with any password replaced, fit for logs and error messages.
 
@@ -342,8 +365,13 @@ class RedisTier:
 
     def get(self, key: str) -> bytes | None:
         """Return the bytes under ``key``, or ``None``."""
+        name = self.prefix + key
         try:
-            value: bytes | None = self._run("get", self.prefix + key)
+            value: bytes | None
+            if self.cluster:
+                value = self._run("get", name)
+            else:
+                value = self._guarded(lambda client: _direct_get(client.connection_pool, name))
         except redis.exceptions.ResponseError as exc:
             raise _foreign(exc) from None
         return value
