@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 __all__ = ["PICO", "ZERO", "Cost", "from_picos", "to_picos", "usd"]
@@ -30,15 +30,14 @@ def usd(value: str | int | Decimal) -> Decimal:
 
 
 def to_picos(amount: Decimal) -> int:
-    """``amount`` in integer pico-dollars.
+    """``amount`` in integer pico-dollars, for counters that must add atomically (Redis, SQL).
 
-    Raises:
-        ValueError: ``amount`` has a fraction of a pico-dollar (it would be rounded).
+    Costs priced from genai-prices are whole pico-dollars; a price override with more than
+    six decimals per 1M tokens can give a fraction of one, which is rounded half-even here.
+    This is the only place money is rounded, and only in shared counters: the ledger record
+    keeps the exact amount.
     """
-    picos = amount.scaleb(12)
-    if picos != picos.to_integral_value():
-        raise ValueError(f"${amount} is not a whole number of pico-dollars")
-    return int(picos)
+    return int(amount.scaleb(12).to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
 def from_picos(picos: int) -> Decimal:
