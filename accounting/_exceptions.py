@@ -4,6 +4,7 @@ The tree::
 
     AccountingError
     ├── BudgetExceeded      a call was refused before it spent money (by policy)
+    ├── BudgetStoreError    a budget store failed (raised only with on_store_error="refuse")
     ├── UnknownModelError   no encoding or price is known for a model, where one is required
     ├── ConfigError         a price table, budget or ledger setting is invalid (also a ValueError)
     └── LedgerError         a ledger store failed (caught and counted where a call is in flight)
@@ -19,6 +20,7 @@ from decimal import Decimal
 __all__ = [
     "AccountingError",
     "BudgetExceeded",
+    "BudgetStoreError",
     "ConfigError",
     "LedgerError",
     "UnknownModelError",
@@ -83,6 +85,22 @@ class ConfigError(AccountingError, ValueError):
 
 class LedgerError(AccountingError):
     """A ledger store failed; ``store`` names it."""
+
+    def __init__(self, message: str, *, store: str) -> None:
+        super().__init__(message)
+        self.store = store
+
+
+class BudgetStoreError(AccountingError):
+    """A budget store failed (server down, database locked beyond its timeout, ...).
+
+    :class:`~accounting.budgets.Budgets` counts and logs it; it reaches the caller only from
+    :meth:`~accounting.budgets.Budgets.reserve` under ``on_store_error="refuse"``, and from
+    :meth:`~accounting.budgets.Budgets.status`.
+
+    Attributes:
+        store: which store (``"sqlite"``, ``"redis"``).
+    """
 
     def __init__(self, message: str, *, store: str) -> None:
         super().__init__(message)
