@@ -1,0 +1,314 @@
+"""Ledger store on Redis: shared aggregate counters plus the stream of records.
+
+For processes and hosts that share accounting. Each append is one Lua script call, atomic on
+the server, that adds the records' counters (:func:`~accounting.ledger.base.counters`) to
+per-day hashes and XADDs each record's JSON to a stream, so counters and stream never disagree.
+Keys, under ``prefix`` (default ``llmcache:ledger:``):
+
+- ``<prefix>totals:<YYYY-MM-DD>:<dimension>``: a hash per UTC day and dimension (``user``,
+  ``feature``, ``task``, ``model``, ``all``), field ``<counter>:<name>`` (e.g.
+  ``output_cost:alice``), HINCRBY'd. Money is integer pico-dollars: exact, and atomic to add.
+  One small hash per day and dimension; they are never expired by the ledger.
+- ``<prefix>records``: the stream, one entry per record, fields ``r`` (the record's JSON) and
+  ``h`` (its checksum). With ``maxlen`` set, each XADD trims the stream to about ``maxlen``
+  entries (``MAXLEN ~``: Redis trims whole nodes, so a few more may stay); the counters are
+  not affected by the trim. Without it the stream keeps every record.
+
+Durability is the server's: an append returns once the server applied it; whether that
+survives a server crash depends on its persistence (``appendonly yes`` and ``appendfsync``).
+Writes are at least once: a write whose reply was lost (a timeout after the server applied
+it) is replayed by the :class:`~accounting.ledger.Ledger` and then counted twice. The SQLite
+store, keyed by record id, keeps one row per record however often it is written.
+
+Redis Cluster: the script touches several keys, which must then share a slot: put a hash
+tag in the prefix (``llmcache:{ledger}:``) and pass a cluster client.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import redis
+import redis.exceptions
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from accounting._exceptions import LedgerError
+from accounting.ledger.base import (
+    LedgerTotals,
+    aggregate,
+    check_dimension,
+    day_bounds,
+    decode_record,
+    encode_record,
+)
+from accounting.record import CallRecord
+
+__all__ = ["DEFAULT_PREFIX", "RedisStore"]
+
+log = logging.getLogger("accounting.ledger")
+
+#: Key prefix used when none is given.
+DEFAULT_PREFIX: Final = "llmcache:ledger:"
+# Stream entries read per XRANGE while iterating records().
+_PAGE: Final = 500
+_ERRORS: Final = (redis.exceptions.RedisError, OSError)
+# One script call per append: the stream entries and the counter increments run atomically,
+# and one command costs the client far less than a MULTI of dozens of HINCRBYs. ARGV: maxlen
+# (0 = no trim), the number of records, (JSON, checksum) per record, then per (day, dimension,
+# name): the index of its hash in KEYS, the name, and its counters as "calls=1,output_cost=12"
+# (counter names are [a-z_]; the name, which may hold any character, travels on its own).
+# Increments reach HINCRBY as the digit strings they arrived as: Lua numbers are doubles and
+# would round amounts past 2^53 pico-dollars.
+_APPEND: Final = """
+local maxlen = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local i = 3
+for _ = 1, n do
+  if maxlen > 0 then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'r', ARGV[i], 'h', ARGV[i + 1])
+  else
+    redis.call('XADD', KEYS[1], '*', 'r', ARGV[i], 'h', ARGV[i + 1])
+  end
+  i = i + 2
+end
+while i <= #ARGV do
+  local key = KEYS[tonumber(ARGV[i])]
+  local suffix = ':' .. ARGV[i + 1]
+  for counter, n in string.gmatch(ARGV[i + 2], '([%w_]+)=(%-?%d+)') do
+    redis.call('HINCRBY', key, counter .. suffix, n)
+  end
+  i = i + 3
+end
+return n
+"""
+
+
+def _redact(url: str) -> str:
+    # A password in the URL must not reach logs or error messages.
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparsable url>"
+    if password is None:
+        return url
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    netloc = userinfo.partition(":")[0] + ":***@" + hostinfo
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class RedisStore:
+    """Ledger records and aggregate counters on a Redis server, shared by processes and hosts.
+
+    Args:
+        url: ``redis://``, ``rediss://`` or ``unix://`` URL (with database and credentials);
+            or pass ``client`` instead.
+        client: a ``redis.Redis`` (or cluster) client to use as it is configured; it is not
+            closed by :meth:`close`.
+        prefix: put before every key.
+        maxlen: trim the record stream to about this many entries (``None``: keep all).
+        socket_timeout: seconds a command may take (for a client made from ``url``).
+        connect_timeout: seconds a connection attempt may take (for a client made from ``url``).
+        skew: seconds by which a record's time may precede its arrival in the stream (the
+            call's duration, clock differences between hosts, a replay after an outage):
+            :meth:`records` starts its scan this much before ``since``.
+
+    Raises:
+        ValueError: neither or both of ``url`` and ``client``, or a bad option value.
+
+    A client made from ``url`` makes no retries: the :class:`~accounting.ledger.Ledger`
+    decides what a failure means. Construction touches no network. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: Any = None,
+        prefix: str = DEFAULT_PREFIX,
+        maxlen: int | None = None,
+        socket_timeout: float = 0.25,
+        connect_timeout: float = 0.25,
+        skew: float = 3600.0,
+    ) -> None:
+        if (url is None) == (client is None):
+            raise ValueError("RedisStore needs exactly one of url or client")
+        if maxlen is not None and maxlen < 1:
+            raise ValueError(f"RedisStore maxlen must be >= 1 or None, got {maxlen}")
+        if socket_timeout <= 0 or connect_timeout <= 0:
+            raise ValueError("RedisStore socket_timeout and connect_timeout must be > 0")
+        if skew < 0:
+            raise ValueError(f"RedisStore skew must be >= 0, got {skew}")
+        self.prefix = prefix
+        self.maxlen = maxlen
+        self.skew = skew
+        self.stream = f"{prefix}records"
+        if url is not None:
+            self.name = f"redis:{_redact(url)}"
+            self._client: Any = redis.Redis.from_url(
+                url,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=connect_timeout,
+                retry=Retry(NoBackoff(), 0),
+            )
+            self._own = True
+        else:
+            self.name = f"redis:{client!r}"
+            self._client = client
+            self._own = False
+        self._closed = False
+        self._corrupt = 0
+        # EVALSHA, loaded on first use (and again after a server restart: NOSCRIPT).
+        self._script = self._client.register_script(_APPEND)
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.name!r}, prefix={self.prefix!r})"
+
+    @property
+    def corrupt(self) -> int:
+        """Stream entries (and counter fields) skipped because they failed to decode."""
+        return self._corrupt
+
+    def totals_key(self, day: str, by: str) -> str:
+        """The hash holding dimension ``by`` of UTC day ``day`` (``YYYY-MM-DD``)."""
+        return f"{self.prefix}totals:{day}:{by}"
+
+    def _live(self) -> Any:
+        if self._closed:
+            raise LedgerError(f"{self!r} is closed", store=self.name)
+        return self._client
+
+    def _error(self, exc: BaseException) -> LedgerError:
+        return LedgerError(f"ledger {self.name}: {type(exc).__name__}: {exc}", store=self.name)
+
+    # -- LedgerStore ----------------------------------------------------------------------------
+
+    def append(self, record: CallRecord) -> None:
+        """Add one record's counters and stream entry, atomically.
+
+        Raises:
+            LedgerError: the server did not confirm the write (down, timeout, refused).
+        """
+        self.append_many((record,))
+
+    def append_many(self, records: Sequence[CallRecord]) -> None:
+        """Add the counters and stream entries of ``records`` atomically (one Lua script call).
+
+        The counters of the batch are summed first (one HINCRBY per day, dimension, name and
+        counter), so a batch of hits by a few users costs a few increments and one XADD each.
+
+        Raises:
+            LedgerError: the server did not confirm the write; it applied all or nothing
+                (unless the reply alone was lost).
+        """
+        if not records:
+            return
+        client = self._live()
+        keys = [self.stream]
+        args: list[str | int] = [self.maxlen or 0, len(records)]
+        for record in records:
+            args.extend(encode_record(record))
+        index: dict[str, int] = {}
+        for (day, by, name), values in aggregate(records).items():
+            key = self.totals_key(day, by)
+            k = index.get(key)
+            if k is None:
+                keys.append(key)
+                k = index[key] = len(keys)
+            args.extend((k, name, ",".join(f"{c}={n}" for c, n in values.items())))
+        try:
+            self._script(keys=keys, args=args, client=client)
+        except _ERRORS as exc:
+            raise self._error(exc) from exc
+
+    def records(
+        self, since: float | None = None, until: float | None = None
+    ) -> Iterator[CallRecord]:
+        """The records with ``since <= time < until``, in the order they reached the stream.
+
+        The scan starts ``skew`` seconds before ``since`` and runs to the end of the stream
+        (a late replay may hold old records). Records trimmed by ``maxlen`` are gone; corrupt
+        entries are skipped, logged with their stream id and counted in :attr:`corrupt`.
+
+        Raises:
+            LedgerError: the server cannot be read.
+        """
+        client = self._live()
+        start = "-" if since is None else f"{max(0, int((since - self.skew) * 1000))}-0"
+        while True:
+            try:
+                page = client.xrange(self.stream, min=start, max="+", count=_PAGE)
+            except _ERRORS as exc:
+                raise self._error(exc) from exc
+            for sid, fields in page:
+                try:
+                    record = decode_record(_field(fields, "r"), _field(fields, "h"))
+                except Exception as exc:  # a report must outlive any bad entry
+                    self._corrupt += 1
+                    log.warning(
+                        "ledger %s: skipping corrupt stream entry %s: %s",
+                        self.name,
+                        _text(sid),
+                        exc,
+                    )
+                    continue
+                if (since is None or record.time >= since) and (
+                    until is None or record.time < until
+                ):
+                    yield record
+            if len(page) < _PAGE:
+                return
+            start = "(" + _text(page[-1][0])
+
+    def close(self) -> None:
+        """Stop using the server; closes the client if this store made it. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._own:
+            self._client.close()
+
+    # -- TotalsStore ----------------------------------------------------------------------------
+
+    def totals(self, day: str | dt.date, *, by: str = "user") -> dict[str, LedgerTotals]:
+        """Totals of the UTC day ``day`` per name of dimension ``by``, read from its hash.
+
+        Raises:
+            ValueError: ``by`` is not a dimension, or ``day`` not a ``YYYY-MM-DD`` date.
+            LedgerError: the server cannot be read.
+        """
+        check_dimension(by)
+        name, _, _ = day_bounds(day)
+        client = self._live()
+        try:
+            raw = client.hgetall(self.totals_key(name, by))
+        except _ERRORS as exc:
+            raise self._error(exc) from exc
+        per: dict[str, dict[str, int]] = {}
+        for key, value in raw.items():
+            counter, sep, who = _text(key).partition(":")
+            try:
+                if not sep:
+                    raise ValueError("no ':' in the field name")
+                n = int(value)
+            except ValueError as exc:
+                self._corrupt += 1
+                log.warning("ledger %s: skipping bad counter %r: %s", self.name, _text(key), exc)
+                continue
+            per.setdefault(who, {})[counter] = n
+        return {who: LedgerTotals.from_counters(v) for who, v in sorted(per.items())}
+
+
+def _field(fields: Mapping[Any, Any], name: str) -> Any:
+    # Stream fields come back as bytes, or as str from a client with decode_responses=True.
+    value = fields.get(name.encode())
+    return fields.get(name) if value is None else value
