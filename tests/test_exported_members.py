@@ -41,8 +41,57 @@ def test_llmcache_exports() -> None:
         assert member.__doc__, f"{name} has no docstring"
 
 
+ACCOUNTING = {
+    "UNATTRIBUTED",
+    "Accountant",
+    "AccountingError",
+    "Attribution",
+    "BudgetExceeded",
+    "BudgetLimit",
+    "BudgetStoreError",
+    "Budgets",
+    "CacheOutcome",
+    "CallRecord",
+    "CallRequest",
+    "ConfigError",
+    "Cost",
+    "Ledger",
+    "LedgerError",
+    "Meter",
+    "ModelPrice",
+    "PriceBook",
+    "Status",
+    "TokenEstimate",
+    "TokenUsage",
+    "UnknownModelError",
+    "attribute",
+    "carry",
+    "collecting",
+    "count_message_tokens",
+    "count_tokens",
+    "current_attribution",
+    "default_ledger",
+    "estimate_prompt_tokens",
+}
+
+
+def test_accounting_exports() -> None:
+    assert set(accounting.__all__) == ACCOUNTING
+    for name in accounting.__all__:
+        member = getattr(accounting, name)
+        if isinstance(member, str):
+            continue
+        assert member.__module__.startswith("accounting"), name
+        assert member.__doc__, f"{name} has no docstring"
+
+
 def test_accounting_is_importable_and_never_imports_llmcache() -> None:
-    code = "import sys, accounting; print('llmcache' in sys.modules)"
+    # Importing every module of accounting must not pull llmcache in (the layers point one way).
+    code = (
+        "import sys, pkgutil, importlib, accounting\n"
+        "for m in pkgutil.walk_packages(accounting.__path__, 'accounting.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "print(sorted(n for n in sys.modules if n.split('.')[0] == 'llmcache'))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
-    assert accounting.__all__ == []
+    assert out.stdout.strip() == "[]"

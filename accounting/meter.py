@@ -1,0 +1,383 @@
+"""Accounting around one LLM call: budget before, price and ledger record after.
+
+:class:`Accountant` is what the request path (the OpenAI wrapper, ``@cached``) calls::
+
+    meter = accountant.begin(CallRequest(provider="openai", model="gpt-4o-mini",
+                                         messages=messages, max_output_tokens=500))
+    try:
+        response = client.chat.completions.create(...)
+    except Exception as exc:
+        meter.failed(exc)                 # releases the reservation, records the error
+        raise
+    meter.ok(TokenUsage.from_provider(response.usage), model_served=response.model)
+
+``begin`` reserves the worst-case cost when budgets are configured and raises
+:class:`~accounting.BudgetExceeded` (after recording the refusal) when a limit would be
+crossed. ``ok`` prices the provider's usage, settles the reservation and writes the record
+durably before it returns. A hit is one call: :meth:`Accountant.hit`.
+
+The decisions (worst case, which model prices the call) are pure functions on plain values;
+the sync and async faces only differ in how they call the budget store and the ledger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from accounting._exceptions import BudgetExceeded
+from accounting.attribute import Attribution, current_attribution
+from accounting.budgets import Budgets, Reservation, worst_case_cost
+from accounting.ledger import Ledger, default_ledger
+from accounting.money import ZERO, Cost
+from accounting.pricing import ModelPrice, PriceBook
+from accounting.record import CacheOutcome, CallRecord, Status
+from accounting.tokens import estimate_prompt_tokens
+from accounting.usage import TokenUsage
+
+__all__ = ["Accountant", "CallRequest", "Meter", "collecting", "worst_case"]
+
+# Records written inside `with collecting() as records:` (what a @cached function spent).
+_collectors: ContextVar[tuple[list[CallRecord], ...]] = ContextVar(
+    "accounting.collectors", default=()
+)
+
+
+@contextlib.contextmanager
+def collecting() -> Iterator[list[CallRecord]]:
+    """Collect the records the code inside writes (in this context and the tasks it starts).
+
+    ``@cached`` uses it to learn what a miss spent, so a later hit can report it as saved.
+    Nested uses each see every record written inside them.
+    """
+    records: list[CallRecord] = []
+    token = _collectors.set((*_collectors.get(), records))
+    try:
+        yield records
+    finally:
+        _collectors.reset(token)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRequest:
+    """What is known of a call before it is made.
+
+    Attributes:
+        provider: e.g. ``"openai"``.
+        model: the model as sent to the provider.
+        operation: ``"chat"``, ``"embeddings"``, ``"responses"``, ``"completions"``, …
+        messages: the prompt, only to count its tokens for the budget (never stored).
+        tools: tool definitions sent with the prompt (counted as a documented estimate).
+        prompt_tokens: the prompt's token count when the caller has it (skips counting).
+        max_output_tokens: the request's ``max_tokens``/``max_output_tokens``, if any.
+        attribution: who pays; ``None`` is the current :func:`~accounting.attribute`.
+    """
+
+    provider: str
+    model: str
+    operation: str = "chat"
+    messages: Sequence[Any] | None = None
+    tools: Sequence[Any] | None = None
+    prompt_tokens: int | None = None
+    max_output_tokens: int | None = None
+    attribution: Attribution | None = None
+
+
+def worst_case(
+    price: ModelPrice | None, prompt_tokens: int | None, max_output_tokens: int | None
+) -> Decimal | None:
+    """The most a call can cost, or ``None`` when it cannot be bounded.
+
+    Every prompt token at the dearest input-side rate (cache writes may cost more than
+    input), every output token the call may make at the dearest output-side rate. The
+    output bound is the request's own limit, else the model's output limit, else what is
+    left of its context window after the prompt.
+    """
+    if price is None or prompt_tokens is None:
+        return None
+    rates = price.rates_for(prompt_tokens)
+    output = max_output_tokens or rates.max_output_tokens
+    if output is None and rates.context_window is not None:
+        output = max(rates.context_window - prompt_tokens, 0)
+    if output is None:
+        return None
+    dearest_in = max(rates.input, rates.cache_write or ZERO, rates.cached_input or ZERO)
+    dearest_out = max(rates.output, rates.reasoning or ZERO)
+    return worst_case_cost(prompt_tokens, output, dearest_in, dearest_out)
+
+
+def _served(
+    prices: PriceBook, usage: TokenUsage, request: CallRequest, served: str | None
+) -> Cost | None:
+    # The served model (a dated snapshot) is what was billed; fall back to the name sent when
+    # the snapshot is not in the price table.
+    if served and served != request.model:
+        cost = prices.cost(usage, served, request.provider)
+        if cost is not None:
+            return cost
+    return prices.cost(usage, request.model, request.provider)
+
+
+class Meter:
+    """One call in flight: finish it with :meth:`ok` or :meth:`failed` (or their ``a`` twins)."""
+
+    __slots__ = ("_accountant", "_done", "_started", "_t0", "attribution", "request", "reservation")
+
+    def __init__(
+        self,
+        accountant: Accountant,
+        request: CallRequest,
+        *,
+        attribution: Attribution,
+        reservation: Reservation | None,
+        started: float,
+        t0: float,
+    ) -> None:
+        self._accountant = accountant
+        self.request = request
+        self.attribution = attribution
+        self.reservation = reservation
+        self._started = started
+        self._t0 = t0
+        self._done = False
+
+    def _record(self, **fields: Any) -> CallRecord:
+        if self._done:
+            raise RuntimeError("this call was already recorded")
+        self._done = True
+        return CallRecord(
+            time=self._started,
+            provider=self.request.provider,
+            operation=self.request.operation,
+            model_requested=self.request.model,
+            latency=time.perf_counter() - self._t0,
+            attribution=self.attribution,
+            **fields,
+        )
+
+    def _ok_record(
+        self,
+        usage: TokenUsage,
+        model_served: str | None,
+        cache: CacheOutcome,
+        compression_tokens_saved: int,
+    ) -> CallRecord:
+        cost = _served(self._accountant.prices, usage, self.request, model_served)
+        return self._record(
+            model_served=model_served,
+            usage=usage,
+            cost=cost,
+            cache=cache,
+            compression_tokens_saved=compression_tokens_saved,
+        )
+
+    def _settled(self, record: CallRecord) -> Decimal:
+        # An unpriced call settles at its reservation: the budget keeps what it may have cost.
+        if record.cost is not None:
+            return record.cost.total
+        return self.reservation.amount if self.reservation is not None else ZERO
+
+    def ok(
+        self,
+        usage: TokenUsage,
+        *,
+        model_served: str | None = None,
+        cache: CacheOutcome = CacheOutcome.MISS,
+        compression_tokens_saved: int = 0,
+    ) -> CallRecord:
+        """The provider answered: price ``usage``, settle, write the record durably, return it."""
+        record = self._ok_record(usage, model_served, cache, compression_tokens_saved)
+        budgets = self._accountant.budgets
+        if budgets is not None and self.reservation is not None:
+            budgets.settle(self.reservation, self._settled(record))
+        return self._accountant._write(record)
+
+    async def aok(
+        self,
+        usage: TokenUsage,
+        *,
+        model_served: str | None = None,
+        cache: CacheOutcome = CacheOutcome.MISS,
+        compression_tokens_saved: int = 0,
+    ) -> CallRecord:
+        """:meth:`ok` for asyncio code (store calls run in worker threads)."""
+        record = self._ok_record(usage, model_served, cache, compression_tokens_saved)
+        budgets = self._accountant.budgets
+        if budgets is not None and self.reservation is not None:
+            await budgets.asettle(self.reservation, self._settled(record))
+        return await self._accountant._awrite(record)
+
+    def _failed_record(self, exc: BaseException, usage: TokenUsage | None) -> CallRecord:
+        spent = usage if usage is not None else TokenUsage()
+        cost = (
+            Cost() if usage is None else _served(self._accountant.prices, usage, self.request, None)
+        )
+        return self._record(
+            usage=spent,
+            cost=cost,
+            cache=CacheOutcome.MISS,
+            status=Status.PROVIDER_ERROR,
+            error_type=type(exc).__name__,
+        )
+
+    def failed(self, exc: BaseException, *, usage: TokenUsage | None = None) -> CallRecord:
+        """The call failed: release the reservation (or settle what ``usage`` says was billed)."""
+        record = self._failed_record(exc, usage)
+        budgets = self._accountant.budgets
+        if budgets is not None and self.reservation is not None:
+            if usage is None:
+                budgets.release(self.reservation)
+            else:
+                budgets.settle(self.reservation, self._settled(record))
+        return self._accountant._write(record)
+
+    async def afailed(self, exc: BaseException, *, usage: TokenUsage | None = None) -> CallRecord:
+        """:meth:`failed` for asyncio code."""
+        record = self._failed_record(exc, usage)
+        budgets = self._accountant.budgets
+        if budgets is not None and self.reservation is not None:
+            if usage is None:
+                await budgets.arelease(self.reservation)
+            else:
+                await budgets.asettle(self.reservation, self._settled(record))
+        return await self._accountant._awrite(record)
+
+
+@dataclass(slots=True, kw_only=True)
+class Accountant:
+    """Budgets, prices and the ledger, applied around each call.
+
+    Args:
+        ledger: where records go; default the embedded SQLite ledger (:func:`default_ledger`).
+        prices: the price book; default genai-prices's bundled data (no overrides).
+        budgets: limits to enforce before calls; ``None`` enforces none.
+    """
+
+    ledger: Ledger = field(default_factory=default_ledger)
+    prices: PriceBook = field(default_factory=PriceBook)
+    budgets: Budgets | None = None
+
+    # -- before the call ----------------------------------------------------------------------
+
+    def _plan(self, request: CallRequest) -> tuple[Attribution, Decimal | None]:
+        attribution = request.attribution or current_attribution()
+        if self.budgets is None or not self.budgets.config.limits:
+            return attribution, None
+        prompt = request.prompt_tokens
+        if prompt is None and request.messages is not None:
+            prompt = estimate_prompt_tokens(
+                request.messages, request.model, tools=request.tools
+            ).tokens
+        price = self.prices.price_for(request.model, request.provider)
+        return attribution, worst_case(price, prompt, request.max_output_tokens)
+
+    def _refused(
+        self, request: CallRequest, attribution: Attribution, started: float, t0: float
+    ) -> None:
+        self._write(
+            CallRecord(
+                time=started,
+                provider=request.provider,
+                operation=request.operation,
+                model_requested=request.model,
+                cost=Cost(),
+                cache=CacheOutcome.BYPASS,
+                latency=time.perf_counter() - t0,
+                attribution=attribution,
+                status=Status.REFUSED,
+                error_type=BudgetExceeded.__name__,
+            )
+        )
+
+    def begin(self, request: CallRequest) -> Meter:
+        """Start accounting a call: reserve its worst case against the budgets.
+
+        Raises:
+            BudgetExceeded: a limit would be crossed; the refusal is recorded, the provider
+                must not be called.
+        """
+        started, t0 = time.time(), time.perf_counter()
+        attribution, amount = self._plan(request)
+        reservation = None
+        if self.budgets is not None and self.budgets.config.limits:
+            try:
+                reservation = self.budgets.reserve(attribution, amount)
+            except BudgetExceeded:
+                self._refused(request, attribution, started, t0)
+                raise
+        return Meter(
+            self, request, attribution=attribution, reservation=reservation, started=started, t0=t0
+        )
+
+    async def abegin(self, request: CallRequest) -> Meter:
+        """:meth:`begin` for asyncio code (the budget store runs in a worker thread)."""
+        started, t0 = time.time(), time.perf_counter()
+        attribution, amount = self._plan(request)
+        reservation = None
+        if self.budgets is not None and self.budgets.config.limits:
+            try:
+                reservation = await self.budgets.areserve(attribution, amount)
+            except BudgetExceeded:
+                self._refused(request, attribution, started, t0)
+                raise
+        return Meter(
+            self, request, attribution=attribution, reservation=reservation, started=started, t0=t0
+        )
+
+    # -- calls that never reach the provider --------------------------------------------------
+
+    def hit(
+        self,
+        *,
+        provider: str,
+        model: str,
+        operation: str = "chat",
+        tier: str | None,
+        saved: Decimal | None,
+        latency: float = 0.0,
+        model_served: str | None = None,
+        attribution: Attribution | None = None,
+    ) -> CallRecord:
+        """Record a cache hit: $0 spent, ``saved`` (the original call's cost; ``None`` unpriced).
+
+        Hit records are batched by the ledger (see :class:`~accounting.ledger.Ledger`).
+        """
+        record = CallRecord(
+            time=time.time() - latency,
+            provider=provider,
+            operation=operation,
+            model_requested=model,
+            model_served=model_served,
+            cost=Cost(),
+            cache=CacheOutcome.HIT,
+            cache_tier=tier,
+            saved=saved,
+            latency=latency,
+            attribution=attribution or current_attribution(),
+        )
+        return self._write(record)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _write(self, record: CallRecord) -> CallRecord:
+        self.ledger.append(record)
+        for records in _collectors.get():
+            records.append(record)
+        return record
+
+    async def _awrite(self, record: CallRecord) -> CallRecord:
+        await self.ledger.aappend(record)
+        for records in _collectors.get():
+            records.append(record)
+        return record
+
+    def close(self) -> None:
+        """Flush and close the ledger (and the budget store)."""
+        self.ledger.close()
+        if self.budgets is not None:
+            self.budgets.close()
