@@ -1,8 +1,10 @@
-"""The ``llmcache`` command: ``demo``, ``stats`` and ``clear``.
+"""The ``llmcache`` command: ``demo``, ``stats``, ``clear`` and ``report``.
 
 ``stats`` and ``clear`` work on the configured cache: memory + disk under ``--dir`` (else
 ``LLMCACHE_DIR``, else the user cache directory), plus Redis with ``--redis-url`` (else
-``LLMCACHE_REDIS_URL``). Exit status: 0 on success, 2 when the cache cannot be opened or one of
+``LLMCACHE_REDIS_URL``). ``report`` reads the cost ledger: ``ledger.sqlite3`` under ``--dir``
+(else ``LLMCACHE_DIR``, else the user data directory), or the file or ``redis://`` URL given
+with ``--ledger``. Exit status: 0 on success, 2 when the cache cannot be opened or one of
 its tiers fails (one line on standard error names the problem), 130 on Ctrl-C.
 """
 
@@ -16,8 +18,11 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from accounting import ConfigError, LedgerError, report
+from accounting.ledger import LedgerStore, SQLiteStore, default_ledger_path
 from llmcache import __version__, demo
 from llmcache.cache import Cache
 from llmcache.config import ENV_REDIS_URL, CacheConfig
@@ -26,6 +31,7 @@ from llmcache.paths import ENV_DIR
 from llmcache.tiers.base import SizedTier, Tier
 from llmcache.tiers.disk import DiskTier
 from llmcache.tiers.memory import MemoryTier
+from llmcache.tiers.redis import redact
 
 __all__ = ["main"]
 
@@ -111,6 +117,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--namespace", metavar="N", help="invalidate namespace N only")
     p.set_defaults(run=_clear)
+
+    p = commands.add_parser(
+        "report",
+        help="what LLM calls cost, by user, feature, task, model, day ...",
+        description="Read the cost ledger: calls, tokens by type, cost, cache hit rate, money "
+        "saved by the cache and unpriced calls, grouped as asked.",
+    )
+    p.add_argument(
+        "--by",
+        default="user",
+        metavar="DIMS",
+        help=f"comma-separated grouping: {', '.join(report.DIMENSIONS)}, tag:NAME (default: user)",
+    )
+    p.add_argument(
+        "--since", default="7d", metavar="WHEN", help="7d, 24h, 30m, 2w or an ISO date (UTC)"
+    )
+    p.add_argument("--until", metavar="WHEN", help="end of the period (default: now)")
+    p.add_argument("--format", default="table", choices=report.FORMATS)
+    p.add_argument(
+        "--ledger",
+        metavar="PATH_OR_URL",
+        help="a ledger SQLite file or a redis:// URL (default: ledger.sqlite3 under --dir, "
+        f"${ENV_DIR}, else the user data directory)",
+    )
+    p.add_argument("--dir", metavar="DIR", help=f"llmcache directory (default: ${ENV_DIR})")
+    p.set_defaults(run=_report)
     return parser
 
 
@@ -278,3 +310,56 @@ def _clear(args: argparse.Namespace) -> int:
 
 def _faults(cache: Cache) -> list[int]:
     return [tier.errors + tier.skipped for tier in cache.stats().tiers]
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+
+def _ledger_store(args: argparse.Namespace) -> tuple[str, LedgerStore | None]:
+    where: str | None = args.ledger
+    if where is not None and where.split("://", 1)[0] in ("redis", "rediss", "unix"):
+        from accounting.ledger import RedisStore  # noqa: PLC0415 - redis only when asked for
+
+        try:
+            return redact(where), RedisStore(where)
+        except ValueError as exc:
+            raise _Failure(f"--ledger {redact(where)}: {exc}") from None
+    if where is not None:
+        path = Path(where).expanduser()
+    elif args.dir is not None:
+        path = Path(args.dir).expanduser() / "ledger.sqlite3"
+    else:
+        path = default_ledger_path()
+    if not path.exists():
+        return str(path), None
+    if not path.is_file():
+        raise _Failure(f"the ledger {path} is not a file")
+    return str(path), SQLiteStore(path)
+
+
+def _report(args: argparse.Namespace) -> int:
+    by = [name.strip() for name in args.by.split(",") if name.strip()]
+    try:
+        since = report.parse_since(args.since)
+        until = None if args.until is None else report.parse_since(args.until)
+        report.build_report([], by=by)  # checks --by before the ledger is opened
+    except ConfigError as exc:
+        raise _Failure(str(exc)) from None
+    where, store = _ledger_store(args)
+    if store is None:
+        print(f"no ledger at {where} yet: no call has been recorded", file=sys.stderr)
+        rows: list[report.ReportRow] = []
+    else:
+        try:
+            rows = report.build_report(store.records(since, until), by=by)
+        except (LedgerError, OSError) as exc:
+            raise _Failure(f"cannot read the ledger {where}: {exc}") from None
+        finally:
+            store.close()
+        if store.corrupt:
+            print(
+                f"{store.corrupt} corrupt record(s) in {where} were skipped",
+                file=sys.stderr,
+            )
+    sys.stdout.write(report.render(rows, by=by, fmt=args.format))
+    return 0

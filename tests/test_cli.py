@@ -357,3 +357,81 @@ def test_no_command_prints_usage(app_dir: Path) -> None:
     result = llmcache(llmcache_dir=app_dir)
     assert result.returncode == 2
     assert "usage: llmcache" in result.stderr
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+
+def _spend(ledger: Any, user: str | None, model: str, cost: str, *, hit: bool = False) -> None:
+    from decimal import Decimal  # noqa: PLC0415
+
+    from accounting import Attribution, CacheOutcome, CallRecord, Cost, TokenUsage  # noqa: PLC0415
+
+    ledger.append(
+        CallRecord(
+            provider="openai",
+            model_requested=model,
+            usage=TokenUsage() if hit else TokenUsage(input=100, cached_input=40, output=10),
+            cost=Cost() if hit else (None if cost == "unpriced" else Cost(input=Decimal(cost))),
+            cache=CacheOutcome.HIT if hit else CacheOutcome.MISS,
+            cache_tier="disk" if hit else None,
+            saved=Decimal(cost) if hit else None,
+            attribution=Attribution(user=user, feature="search"),
+        )
+    )
+
+
+def test_report_reads_the_default_ledger(tmp_path: Path) -> None:
+    from accounting.ledger import default_ledger  # noqa: PLC0415
+
+    ledger = default_ledger(tmp_path / "ledger.sqlite3")
+    _spend(ledger, "ann", "gpt-4o-mini", "0.000150")
+    _spend(ledger, "ann", "gpt-4o-mini", "0.000150", hit=True)
+    _spend(ledger, "bob", "gpt-4o", "0.0025")
+    _spend(ledger, None, "acme-1", "unpriced")
+    ledger.close()
+
+    rows = json.loads(
+        ok(llmcache("report", "--by", "user,model", "--format", "json", llmcache_dir=tmp_path))
+    )
+    by_user = {(r["user"], r["model"]): r for r in rows}
+    assert by_user["ann", "gpt-4o-mini"]["cost_usd"] == "0.000150"
+    assert by_user["ann", "gpt-4o-mini"]["saved_usd"] == "0.000150"
+    assert by_user["ann", "gpt-4o-mini"]["hit_rate"] == 0.5
+    assert by_user["bob", "gpt-4o"]["cached_input_tokens"] == 40
+    assert by_user["unattributed", "acme-1"]["unpriced_calls"] == 1
+
+    table = ok(llmcache("report", "--by", "feature", llmcache_dir=tmp_path))
+    assert "search" in table and "+1 unpriced" in table and "TOTAL" in table
+    csv_out = ok(llmcache("report", "--format", "csv", llmcache_dir=tmp_path))
+    assert csv_out.splitlines()[0].startswith("user,calls,hits")
+
+
+def test_report_without_a_ledger_and_with_bad_options(tmp_path: Path) -> None:
+    empty = llmcache("report", llmcache_dir=tmp_path)
+    assert empty.returncode == 0 and empty.stdout == "no calls recorded in this period\n"
+    assert "no ledger at" in empty.stderr
+    assert not (tmp_path / "ledger.sqlite3").exists()  # reading never creates one
+
+    bad = llmcache("report", "--by", "colour", llmcache_dir=tmp_path)
+    assert "unknown dimension 'colour'" in failed_in_one_line(bad)
+    bad = llmcache("report", "--since", "last tuesday", llmcache_dir=tmp_path)
+    assert "--since" in failed_in_one_line(bad)
+    (tmp_path / "not-a-ledger.sqlite3").write_text("hello")
+    bad = llmcache(
+        "report", "--ledger", str(tmp_path / "not-a-ledger.sqlite3"), llmcache_dir=tmp_path
+    )
+    assert "not-a-ledger.sqlite3" in failed_in_one_line(bad)
+
+
+def test_report_reads_a_shared_redis_ledger(tmp_path: Path, redis_url: str) -> None:
+    from accounting.ledger import Ledger, RedisStore  # noqa: PLC0415
+
+    ledger = Ledger(RedisStore(redis_url))
+    _spend(ledger, "ann", "gpt-4o-mini", "0.5")
+    _spend(ledger, "cy", "gpt-4o-mini", "0.25")
+    ledger.close()
+    rows = json.loads(
+        ok(llmcache("report", "--ledger", redis_url, "--format", "json", llmcache_dir=tmp_path))
+    )
+    assert [(r["user"], r["cost_usd"]) for r in rows] == [("ann", "0.5"), ("cy", "0.25")]
