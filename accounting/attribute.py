@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
@@ -169,7 +169,16 @@ class attribute:  # lower case: used like a function, `with attribute(user=...)`
         self.__exit__(exc_type, exc, tb)
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
-        """Decorate ``fn`` (sync or async) so each call runs under this attribution."""
+        """Decorate ``fn`` so each call runs under this attribution.
+
+        ``fn`` may be a function, a coroutine function, or a generator or async generator
+        function (a streaming helper): a generator runs under the attribution at each step,
+        while the code that iterates it keeps its own.
+        """
+        if inspect.isasyncgenfunction(fn):
+            return cast(Callable[P, R], self._async_generator(fn))
+        if inspect.isgeneratorfunction(fn):
+            return cast(Callable[P, R], self._generator(fn))
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
@@ -189,6 +198,64 @@ class attribute:  # lower case: used like a function, `with attribute(user=...)`
                 return fn(*args, **kwargs)
             finally:
                 _current.reset(token)
+
+        return wrapper
+
+    def _generator(self, fn: Callable[..., Generator[Any, Any, Any]]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+            gen = fn(*args, **kwargs)
+            step: Callable[[Any], Any] = gen.send
+            value: Any = None
+            while True:
+                token = self._bind()
+                try:
+                    item = step(value)
+                except StopIteration as stop:
+                    return stop.value
+                finally:
+                    _current.reset(token)
+                try:
+                    value = yield item
+                    step = gen.send
+                except GeneratorExit:
+                    token = self._bind()
+                    try:
+                        gen.close()
+                    finally:
+                        _current.reset(token)
+                    raise
+                except BaseException as exc:
+                    step, value = gen.throw, exc
+
+        return wrapper
+
+    def _async_generator(self, fn: Callable[..., AsyncGenerator[Any, Any]]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+            gen = fn(*args, **kwargs)
+            step: Callable[[Any], Awaitable[Any]] = gen.asend
+            value: Any = None
+            while True:
+                token = self._bind()
+                try:
+                    item = await step(value)
+                except StopAsyncIteration:
+                    return
+                finally:
+                    _current.reset(token)
+                try:
+                    value = yield item
+                    step = gen.asend
+                except GeneratorExit:
+                    token = self._bind()
+                    try:
+                        await gen.aclose()
+                    finally:
+                        _current.reset(token)
+                    raise
+                except BaseException as exc:
+                    step, value = gen.athrow, exc
 
         return wrapper
 

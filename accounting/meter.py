@@ -23,6 +23,9 @@ the sync and async faces only differ in how they call the budget store and the l
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
@@ -30,7 +33,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from accounting._exceptions import BudgetExceeded
+from accounting._exceptions import BudgetExceeded, BudgetStoreError
 from accounting.attribute import Attribution, current_attribution
 from accounting.budgets import Budgets, Reservation, worst_case_cost
 from accounting.ledger import Ledger, default_ledger
@@ -41,6 +44,8 @@ from accounting.tokens import estimate_prompt_tokens
 from accounting.usage import TokenUsage
 
 __all__ = ["Accountant", "CallRequest", "Meter", "collecting", "worst_case"]
+
+log = logging.getLogger("accounting.meter")
 
 # Records written inside `with collecting() as records:` (what a @cached function spent).
 _collectors: ContextVar[tuple[list[CallRecord], ...]] = ContextVar(
@@ -111,15 +116,26 @@ def worst_case(
     return worst_case_cost(prompt_tokens, output, dearest_in, dearest_out)
 
 
+_DATE_SUFFIX = re.compile(r"[-@](?:20\d\d-\d\d-\d\d|20\d{6})")
+
+
 def _served(
     prices: PriceBook, usage: TokenUsage, request: CallRequest, served: str | None
 ) -> Cost | None:
-    # The served model (a dated snapshot) is what was billed; fall back to the name sent when
-    # the snapshot is not in the price table.
+    """Price by the model that answered; by the one asked for only if it is its snapshot.
+
+    A provider reports the snapshot that served a call (``gpt-4o-mini-2024-07-18`` for
+    ``gpt-4o-mini``); when the price table lacks that snapshot the requested name prices it.
+    Any other unknown served model (a gateway that substituted a model) is unpriced, never
+    billed at the price of the model that was asked for.
+    """
     if served and served != request.model:
         cost = prices.cost(usage, served, request.provider)
         if cost is not None:
             return cost
+        rest = served[len(request.model) :] if served.startswith(request.model) else ""
+        if not _DATE_SUFFIX.fullmatch(rest):
+            return None
     return prices.cost(usage, request.model, request.provider)
 
 
@@ -256,11 +272,19 @@ class Accountant:
         ledger: where records go; default the embedded SQLite ledger (:func:`default_ledger`).
         prices: the price book; default genai-prices's bundled data (no overrides).
         budgets: limits to enforce before calls; ``None`` enforces none.
+        estimate_margin: factor on a prompt count that is only an estimate (another
+            provider's model, images, tools) before the worst case is reserved.
+
+    Attributes:
+        plan_errors: calls whose worst case could not be computed (counted, logged, and
+            handled by the budgets' ``on_unpriced`` policy).
     """
 
     ledger: Ledger = field(default_factory=default_ledger)
     prices: PriceBook = field(default_factory=PriceBook)
     budgets: Budgets | None = None
+    estimate_margin: Decimal = Decimal("1.5")
+    plan_errors: int = field(default=0, init=False)
 
     # -- before the call ----------------------------------------------------------------------
 
@@ -268,30 +292,50 @@ class Accountant:
         attribution = request.attribution or current_attribution()
         if self.budgets is None or not self.budgets.config.limits:
             return attribution, None
-        prompt = request.prompt_tokens
-        if prompt is None and request.messages is not None:
-            prompt = estimate_prompt_tokens(
-                request.messages, request.model, tools=request.tools
-            ).tokens
-        price = self.prices.price_for(request.model, request.provider)
-        return attribution, worst_case(price, prompt, request.max_output_tokens)
-
-    def _refused(
-        self, request: CallRequest, attribution: Attribution, started: float, t0: float
-    ) -> None:
-        self._write(
-            CallRecord(
-                time=started,
-                provider=request.provider,
-                operation=request.operation,
-                model_requested=request.model,
-                cost=Cost(),
-                cache=CacheOutcome.BYPASS,
-                latency=time.perf_counter() - t0,
-                attribution=attribution,
-                status=Status.REFUSED,
-                error_type=BudgetExceeded.__name__,
+        try:
+            prompt = request.prompt_tokens
+            if prompt is None and request.messages is not None:
+                estimate = estimate_prompt_tokens(
+                    request.messages, request.model, tools=request.tools
+                )
+                prompt = estimate.tokens
+                if estimate.estimated:
+                    # A count with another model's tokenizer (or images, tools) may be low;
+                    # the margin also moves a prompt near a price cliff onto the dear side.
+                    prompt = math.ceil(prompt * self.estimate_margin)
+            price = self.prices.price_for(request.model, request.provider)
+            return attribution, worst_case(price, prompt, request.max_output_tokens)
+        except Exception as exc:
+            # Counting or pricing a shape we do not know must not fail the call: its worst
+            # case is unknown, and the budgets' on_unpriced policy decides.
+            self.plan_errors += 1
+            log.warning(
+                "cannot bound the cost of a %s call to %s (%s); treating it as unpriced",
+                request.operation,
+                request.model,
+                type(exc).__name__,
             )
+            return attribution, None
+
+    def _refusal(
+        self,
+        request: CallRequest,
+        attribution: Attribution,
+        started: float,
+        t0: float,
+        exc: Exception,
+    ) -> CallRecord:
+        return CallRecord(
+            time=started,
+            provider=request.provider,
+            operation=request.operation,
+            model_requested=request.model,
+            cost=Cost(),
+            cache=CacheOutcome.BYPASS,
+            latency=time.perf_counter() - t0,
+            attribution=attribution,
+            status=Status.REFUSED,
+            error_type=type(exc).__name__,
         )
 
     def begin(self, request: CallRequest) -> Meter:
@@ -300,6 +344,8 @@ class Accountant:
         Raises:
             BudgetExceeded: a limit would be crossed; the refusal is recorded, the provider
                 must not be called.
+            BudgetStoreError: the budget store failed and its policy is to refuse (also
+                recorded as a refusal).
         """
         started, t0 = time.time(), time.perf_counter()
         attribution, amount = self._plan(request)
@@ -307,29 +353,55 @@ class Accountant:
         if self.budgets is not None and self.budgets.config.limits:
             try:
                 reservation = self.budgets.reserve(attribution, amount)
-            except BudgetExceeded:
-                self._refused(request, attribution, started, t0)
+            except (BudgetExceeded, BudgetStoreError) as exc:
+                self._write(self._refusal(request, attribution, started, t0, exc))
                 raise
         return Meter(
             self, request, attribution=attribution, reservation=reservation, started=started, t0=t0
         )
 
     async def abegin(self, request: CallRequest) -> Meter:
-        """:meth:`begin` for asyncio code (the budget store runs in a worker thread)."""
+        """:meth:`begin` for asyncio code (store calls run in worker threads)."""
         started, t0 = time.time(), time.perf_counter()
         attribution, amount = self._plan(request)
         reservation = None
         if self.budgets is not None and self.budgets.config.limits:
             try:
                 reservation = await self.budgets.areserve(attribution, amount)
-            except BudgetExceeded:
-                self._refused(request, attribution, started, t0)
+            except (BudgetExceeded, BudgetStoreError) as exc:
+                await self._awrite(self._refusal(request, attribution, started, t0, exc))
                 raise
         return Meter(
             self, request, attribution=attribution, reservation=reservation, started=started, t0=t0
         )
 
     # -- calls that never reach the provider --------------------------------------------------
+
+    def _hit_record(
+        self,
+        *,
+        provider: str,
+        model: str,
+        operation: str,
+        tier: str | None,
+        saved: Decimal | None,
+        latency: float,
+        model_served: str | None,
+        attribution: Attribution | None,
+    ) -> CallRecord:
+        return CallRecord(
+            time=time.time() - latency,
+            provider=provider,
+            operation=operation,
+            model_requested=model,
+            model_served=model_served,
+            cost=Cost(),
+            cache=CacheOutcome.HIT,
+            cache_tier=tier,
+            saved=saved,
+            latency=latency,
+            attribution=attribution or current_attribution(),
+        )
 
     def hit(
         self,
@@ -347,20 +419,44 @@ class Accountant:
 
         Hit records are batched by the ledger (see :class:`~accounting.ledger.Ledger`).
         """
-        record = CallRecord(
-            time=time.time() - latency,
-            provider=provider,
-            operation=operation,
-            model_requested=model,
-            model_served=model_served,
-            cost=Cost(),
-            cache=CacheOutcome.HIT,
-            cache_tier=tier,
-            saved=saved,
-            latency=latency,
-            attribution=attribution or current_attribution(),
+        return self._write(
+            self._hit_record(
+                provider=provider,
+                model=model,
+                operation=operation,
+                tier=tier,
+                saved=saved,
+                latency=latency,
+                model_served=model_served,
+                attribution=attribution,
+            )
         )
-        return self._write(record)
+
+    async def ahit(
+        self,
+        *,
+        provider: str,
+        model: str,
+        operation: str = "chat",
+        tier: str | None,
+        saved: Decimal | None,
+        latency: float = 0.0,
+        model_served: str | None = None,
+        attribution: Attribution | None = None,
+    ) -> CallRecord:
+        """:meth:`hit` for asyncio code."""
+        return await self._awrite(
+            self._hit_record(
+                provider=provider,
+                model=model,
+                operation=operation,
+                tier=tier,
+                saved=saved,
+                latency=latency,
+                model_served=model_served,
+                attribution=attribution,
+            )
+        )
 
     # -- writing ------------------------------------------------------------------------------
 

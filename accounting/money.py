@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-__all__ = ["PICO", "ZERO", "Cost", "from_picos", "to_picos", "usd"]
+__all__ = ["PICO", "ZERO", "Cost", "from_picos", "text", "to_picos", "usd"]
 
 ZERO = Decimal(0)
 #: Shared stores (Redis) keep money as integer pico-dollars: exact, and atomic to add.
@@ -27,6 +27,11 @@ def usd(value: str | int | Decimal) -> Decimal:
     if not amount.is_finite():
         raise ValueError(f"money must be finite, got {value!r}")
     return amount
+
+
+def text(amount: Decimal) -> str:
+    """``amount`` as a plain decimal string (``0.00000015``, never ``1.5E-7``), exact."""
+    return format(amount, "f")
 
 
 def to_picos(amount: Decimal) -> int:
@@ -77,12 +82,12 @@ class Cost:
     def to_dict(self) -> dict[str, str]:
         """JSON form: amounts as strings, so no float ever touches them."""
         return {
-            "input": str(self.input),
-            "cached_input": str(self.cached_input),
-            "cache_write": str(self.cache_write),
-            "output": str(self.output),
-            "reasoning": str(self.reasoning),
-            "total": str(self.total),
+            "input": text(self.input),
+            "cached_input": text(self.cached_input),
+            "cache_write": text(self.cache_write),
+            "output": text(self.output),
+            "reasoning": text(self.reasoning),
+            "total": text(self.total),
         }
 
     @classmethod

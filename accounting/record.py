@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from accounting.attribute import Attribution
-from accounting.money import Cost, usd
+from accounting.money import Cost, text, usd
 from accounting.usage import TokenUsage
 
 __all__ = ["CacheOutcome", "CallRecord", "Status", "new_record_id"]
@@ -110,7 +110,7 @@ class CallRecord:
             "cost": None if self.cost is None else self.cost.to_dict(),
             "cache": self.cache.value,
             "cache_tier": self.cache_tier,
-            "saved": None if self.saved is None else str(self.saved),
+            "saved": None if self.saved is None else text(self.saved),
             "compression_tokens_saved": self.compression_tokens_saved,
             "latency": self.latency,
             "attribution": self.attribution.to_dict(),

@@ -20,7 +20,7 @@ from typing import Any
 
 from accounting._exceptions import ConfigError
 from accounting.attribute import UNATTRIBUTED
-from accounting.money import ZERO
+from accounting.money import ZERO, text
 from accounting.record import CacheOutcome, CallRecord, Status
 
 __all__ = ["DIMENSIONS", "FORMATS", "ReportRow", "build_report", "parse_since", "render", "total"]
@@ -127,8 +127,8 @@ class ReportRow:
             "output_tokens": self.output_tokens,
             "reasoning_tokens": self.reasoning_tokens,
             "estimated_calls": self.estimated_calls,
-            "cost_usd": str(self.cost),
-            "saved_usd": str(self.saved),
+            "cost_usd": text(self.cost),
+            "saved_usd": text(self.saved),
             "unpriced_calls": self.unpriced,
             "unpriced_hits": self.unpriced_hits,
             "compression_tokens_saved": self.compression_tokens_saved,

@@ -90,50 +90,63 @@ class TokenUsage:
         without the cache, plus ``cache_read_input_tokens`` and ``cache_creation_input_tokens``)
         and DeepSeek's ``prompt_cache_hit_tokens``.
 
+        Counts that contradict each other are read the one way that makes them add up, since
+        the provider has billed them either way: reasoning tokens above the output tokens
+        mean the output count left them out (some gateways in front of Gemini report
+        ``completion_tokens=0, reasoning_tokens=60``), so they are added to it; cached plus
+        cache-write tokens above the prompt tokens likewise.
+
         Raises:
-            ValueError: ``usage`` has none of the known fields, or inconsistent counts.
+            ValueError: ``usage`` has none of the known fields, or a count is not an int.
         """
         data = _as_mapping(usage)
         if "prompt_tokens" in data:
-            prompt = _int(data, "prompt_tokens")
             details = _as_mapping(data.get("prompt_tokens_details"))
-            cached = _int(details, "cached_tokens") or _int(data, "prompt_cache_hit_tokens")
-            output = _int(data, "completion_tokens")
-            reasoning = _int(_as_mapping(data.get("completion_tokens_details")), "reasoning_tokens")
-            return cls(
-                input=prompt,
-                cached_input=cached,
-                cache_write=_int(details, "cache_write_tokens"),
-                output=output,
-                reasoning=reasoning,
+            return _consistent(
+                prompt=_int(data, "prompt_tokens"),
+                cached=_int(details, "cached_tokens") or _int(data, "prompt_cache_hit_tokens"),
+                write=_int(details, "cache_write_tokens"),
+                output=_int(data, "completion_tokens"),
+                reasoning=_int(
+                    _as_mapping(data.get("completion_tokens_details")), "reasoning_tokens"
+                ),
             )
         if "input_tokens" in data:
             plain = _int(data, "input_tokens")
             details = _as_mapping(data.get("input_tokens_details"))
-            cached = _int(details, "cached_tokens")
             read = _int(data, "cache_read_input_tokens")
             write = _int(data, "cache_creation_input_tokens")
             output = _int(data, "output_tokens")
             reasoning = _int(_as_mapping(data.get("output_tokens_details")), "reasoning_tokens")
             if read or write:
                 # Anthropic counts input_tokens *after* the cache; ours include it.
-                return cls(
-                    input=plain + read + write,
-                    cached_input=read,
-                    cache_write=write,
+                return _consistent(
+                    prompt=plain + read + write,
+                    cached=read,
+                    write=write,
                     output=output,
                     reasoning=reasoning,
                 )
-            return cls(
-                input=plain,
-                cached_input=cached,
-                cache_write=_int(details, "cache_write_tokens"),
+            return _consistent(
+                prompt=plain,
+                cached=_int(details, "cached_tokens"),
+                write=_int(details, "cache_write_tokens"),
                 output=output,
                 reasoning=reasoning,
             )
         raise ValueError(
             f"usage has neither prompt_tokens nor input_tokens: fields are {sorted(data) or 'none'}"
         )
+
+
+def _consistent(*, prompt: int, cached: int, write: int, output: int, reasoning: int) -> TokenUsage:
+    if reasoning > output:
+        output += reasoning
+    if cached + write > prompt:
+        prompt += cached + write
+    return TokenUsage(
+        input=prompt, cached_input=cached, cache_write=write, output=output, reasoning=reasoning
+    )
 
 
 def _as_mapping(value: Any) -> Mapping[str, Any]:

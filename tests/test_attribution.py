@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -49,6 +50,45 @@ def test_decorator_on_sync_and_async_functions() -> None:
         assert asyncio.run(async_work()) == Attribution(user="carol", feature="chat")
     assert current_attribution().is_empty
     assert sync_work.__name__ == "sync_work"
+
+
+def test_decorator_on_generators_binds_each_step_not_the_consumer() -> None:
+    @attribute(user="gen")
+    def numbers() -> Iterator[Attribution]:
+        got = yield current_attribution()
+        assert got == "sent"
+        try:
+            yield current_attribution()
+        except KeyError:
+            yield current_attribution()
+
+    gen = numbers()
+    assert next(gen).user == "gen"
+    assert current_attribution().is_empty  # the consumer keeps its own
+    assert gen.send("sent").user == "gen"
+    assert gen.throw(KeyError("x")).user == "gen"
+    with pytest.raises(StopIteration):
+        next(gen)
+    gen.close()
+
+    @attribute(feature="stream")
+    async def chunks() -> AsyncIterator[Attribution]:
+        for _ in range(3):
+            await asyncio.sleep(0)
+            yield current_attribution()
+
+    async def consume() -> list[Attribution]:
+        with attribute(user="reader"):
+            seen = [a async for a in chunks()]
+            assert current_attribution() == Attribution(user="reader")
+        stream = chunks()
+        first = await anext(stream)
+        await stream.aclose()
+        return [*seen, first]
+
+    assert asyncio.run(consume()) == [Attribution(user="reader", feature="stream")] * 3 + [
+        Attribution(feature="stream")
+    ]
 
 
 def test_one_decorator_used_by_many_threads_at_once() -> None:

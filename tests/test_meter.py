@@ -6,15 +6,18 @@ Real SQLite ledger and budget files, real Redis budget store, real genai-prices 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from accounting import (
     Attribution,
     BudgetExceeded,
+    BudgetStoreError,
     CacheOutcome,
     Status,
     TokenUsage,
@@ -23,7 +26,8 @@ from accounting import (
 from accounting.budgets import BudgetLimit, Budgets, RedisBudgetStore, SQLiteBudgetStore
 from accounting.ledger import SQLiteStore, default_ledger
 from accounting.meter import Accountant, CallRequest, collecting, worst_case
-from accounting.pricing import ModelPrice, PriceBook
+from accounting.pricing import ModelPrice, PriceBook, PriceTier
+from accounting.tokens import estimate_prompt_tokens
 
 PRICES = {
     ("openai", "house-model"): ModelPrice(
@@ -87,9 +91,14 @@ def test_the_served_snapshot_prices_the_call_when_it_has_a_price(accountant: Acc
     meter = accountant.begin(CallRequest(provider="openai", model="house-model", prompt_tokens=5))
     record = meter.ok(TokenUsage(input=1_000_000), model_served="house-model-2026-01-01")
     assert record.cost is not None and record.cost.total == Decimal("1")
+    # A snapshot of the requested model that the table lacks: the requested model prices it.
     meter = accountant.begin(CallRequest(provider="openai", model="house-model", prompt_tokens=5))
-    record = meter.ok(TokenUsage(input=1_000_000), model_served="house-model-unknown")
+    record = meter.ok(TokenUsage(input=1_000_000), model_served="house-model-2026-02-02")
     assert record.cost is not None and record.cost.total == Decimal("2")
+    # Any other unknown model served in its place is unpriced, never billed at the asked price.
+    meter = accountant.begin(CallRequest(provider="openai", model="house-model", prompt_tokens=5))
+    record = meter.ok(TokenUsage(input=1_000_000), model_served="house-model-turbo")
+    assert record.cost is None
 
 
 def test_a_refusal_is_raised_and_recorded_and_spends_nothing(
@@ -197,3 +206,76 @@ def test_worst_case_bounds() -> None:
     assert worst_case(None, 1000, 10) is None
     assert worst_case(price, None, 10) is None
     assert worst_case(ModelPrice(input=Decimal(1), output=Decimal(1)), 10, None) is None
+
+
+def test_an_estimated_prompt_count_is_reserved_with_a_margin_past_a_price_cliff(
+    tmp_path: Path,
+) -> None:
+    cliff = ModelPrice(
+        input=Decimal("1"),
+        output=Decimal("1"),
+        max_output_tokens=1,
+        tiers=(PriceTier(above_input_tokens=200, input=Decimal("10"), output=Decimal("10")),),
+    )
+    budgets = Budgets(
+        store=SQLiteBudgetStore(tmp_path / "budgets.sqlite3"),
+        limits=[BudgetLimit(scope="global", period="day", usd=Decimal("1"))],
+    )
+    acc = Accountant(
+        ledger=default_ledger(tmp_path / "ledger.sqlite3"),
+        prices=PriceBook(overrides={("acme", "acme-1"): cliff}),
+        budgets=budgets,
+    )
+    # acme-1 is no OpenAI model: its count is an o200k estimate, under the 200-token cliff.
+    messages = [{"role": "user", "content": "word " * 150}]
+    meter = acc.begin(CallRequest(provider="acme", model="acme-1", messages=messages))
+    estimate = estimate_prompt_tokens(messages, "acme-1")
+    assert estimate.estimated and estimate.tokens < 200
+    inflated = math.ceil(estimate.tokens * Decimal("1.5"))
+    assert inflated > 200  # the margin reserves at the dear side of the cliff
+    assert meter.reservation is not None
+    assert meter.reservation.amount == (inflated * 10 + 1 * 10) / Decimal(1_000_000)
+    meter.ok(TokenUsage(input=150, output=1))
+    acc.close()
+
+
+def test_a_prompt_it_cannot_count_falls_under_on_unpriced_not_a_crash(
+    accountant: Accountant, caplog: pytest.LogCaptureFixture
+) -> None:
+    odd = [object()]  # no message shape the counter knows
+    # on_unpriced="refuse": the worst case is unknown, so a user under a limit is refused.
+    with attribute(user="gus"), pytest.raises(BudgetExceeded):
+        accountant.begin(CallRequest(provider="openai", model="house-model", messages=odd))
+    assert accountant.plan_errors == 1
+    assert "cannot bound the cost" in caplog.text
+
+
+def test_a_failing_budget_store_under_refuse_is_recorded(tmp_path: Path) -> None:
+    budgets = Budgets(
+        store=RedisBudgetStore(f"redis://127.0.0.1:{free_port()}/0"),
+        limits=[BudgetLimit(scope="global", period="day", usd=Decimal("1"))],
+        on_store_error="refuse",
+    )
+    acc = Accountant(
+        ledger=default_ledger(tmp_path / "ledger.sqlite3"),
+        prices=PriceBook(overrides=PRICES),
+        budgets=budgets,
+    )
+    with pytest.raises(BudgetStoreError):
+        acc.begin(CallRequest(provider="openai", model="house-model", prompt_tokens=1))
+    acc.ledger.flush()
+    [refused] = _stored(tmp_path)
+    assert refused.status is Status.REFUSED  # type: ignore[attr-defined]
+    assert refused.error_type == "BudgetStoreError"  # type: ignore[attr-defined]
+    acc.close()
+
+
+def test_async_hit(accountant: Accountant, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with attribute(user="fay"):
+            await accountant.ahit(provider="openai", model="house-model", tier="redis", saved=None)
+
+    asyncio.run(main())
+    accountant.ledger.flush()
+    [hit] = _stored(tmp_path)
+    assert hit.cache is CacheOutcome.HIT and hit.attribution.user == "fay"  # type: ignore[attr-defined]

@@ -68,7 +68,6 @@ def test_usage_from_embeddings_and_deepseek() -> None:
     [
         ({"tokens": 3}, "neither prompt_tokens nor input_tokens"),
         ({"prompt_tokens": "12"}, "prompt_tokens must be an int"),
-        ({"prompt_tokens": 5, "prompt_tokens_details": {"cached_tokens": 6}}, "exceed input"),
         ({"prompt_tokens": 5, "completion_tokens": -1}, "non-negative"),
         ("12 tokens", "mapping or a pydantic model"),
     ],
@@ -76,6 +75,21 @@ def test_usage_from_embeddings_and_deepseek() -> None:
 def test_usage_rejects_what_it_cannot_read(usage: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TokenUsage.from_provider(usage)
+
+
+def test_usage_whose_counts_contradict_each_other_is_read_so_they_add_up() -> None:
+    # A gateway in front of Gemini: the reasoning tokens are not in completion_tokens.
+    gemini = {"prompt_tokens": 12, "completion_tokens": 0, "total_tokens": 72,
+              "completion_tokens_details": {"reasoning_tokens": 60}}  # fmt: skip
+    assert TokenUsage.from_provider(gemini) == TokenUsage(input=12, output=60, reasoning=60)
+    both = {"prompt_tokens": 12, "completion_tokens": 5,
+            "completion_tokens_details": {"reasoning_tokens": 60}}  # fmt: skip
+    assert TokenUsage.from_provider(both) == TokenUsage(input=12, output=65, reasoning=60)
+    cached = {"prompt_tokens": 5, "prompt_tokens_details": {"cached_tokens": 6}}
+    assert TokenUsage.from_provider(cached) == TokenUsage(input=11, cached_input=6)
+    # Built by hand, inconsistent counts are still an error.
+    with pytest.raises(ValueError, match="exceed input"):
+        TokenUsage(input=5, cached_input=6)
 
 
 def test_money_is_exact_and_refuses_floats() -> None:
@@ -98,6 +112,8 @@ def test_cost_total_and_json_form() -> None:
     assert cost.total == Decimal("0.0076")
     data = cost.to_dict()
     assert data["total"] == "0.0076"
+    # One gpt-4o-mini input token: written out, never in exponent form.
+    assert Cost(input=Decimal("1.5E-7")).to_dict()["input"] == "0.00000015"
     assert Cost.from_dict(json.loads(json.dumps(data))) == cost
 
 
