@@ -27,7 +27,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -36,6 +36,7 @@ from typing import Any
 from accounting._exceptions import BudgetExceeded, BudgetStoreError
 from accounting.attribute import Attribution, current_attribution
 from accounting.budgets import Budgets, Reservation, worst_case_cost
+from accounting.export.call import CallEnd, CallExporter, CallHandle, CallStart
 from accounting.ledger import Ledger, default_ledger
 from accounting.money import ZERO, Cost
 from accounting.pricing import ModelPrice, PriceBook
@@ -81,6 +82,10 @@ class CallRequest:
         prompt_tokens: the prompt's token count when the caller has it (skips counting).
         max_output_tokens: the request's ``max_tokens``/``max_output_tokens``, if any.
         attribution: who pays; ``None`` is the current :func:`~accounting.attribute`.
+        server_address: the provider's host, for the exported span (``server.address``).
+        server_port: its port.
+        params: the request's arguments (sampling settings for the exported span; the span
+            reads only the names it knows, never the messages).
     """
 
     provider: str
@@ -91,6 +96,9 @@ class CallRequest:
     prompt_tokens: int | None = None
     max_output_tokens: int | None = None
     attribution: Attribution | None = None
+    server_address: str | None = None
+    server_port: int | None = None
+    params: Mapping[str, Any] | None = None
 
 
 def worst_case(
@@ -142,7 +150,16 @@ def _served(
 class Meter:
     """One call in flight: finish it with :meth:`ok` or :meth:`failed` (or their ``a`` twins)."""
 
-    __slots__ = ("_accountant", "_done", "_started", "_t0", "attribution", "request", "reservation")
+    __slots__ = (
+        "_accountant",
+        "_done",
+        "_handle",
+        "_started",
+        "_t0",
+        "attribution",
+        "request",
+        "reservation",
+    )
 
     def __init__(
         self,
@@ -153,8 +170,10 @@ class Meter:
         reservation: Reservation | None,
         started: float,
         t0: float,
+        handle: CallHandle | None = None,
     ) -> None:
         self._accountant = accountant
+        self._handle = handle
         self.request = request
         self.attribution = attribution
         self.reservation = reservation
@@ -205,13 +224,17 @@ class Meter:
         model_served: str | None = None,
         cache: CacheOutcome = CacheOutcome.MISS,
         compression_tokens_saved: int = 0,
+        end: CallEnd | None = None,
     ) -> CallRecord:
-        """The provider answered: price ``usage``, settle, write the record durably, return it."""
+        """The provider answered: price ``usage``, settle, write the record durably, return it.
+
+        ``end`` (response id, finish reasons) goes to the exporter, if one is configured.
+        """
         record = self._ok_record(usage, model_served, cache, compression_tokens_saved)
         budgets = self._accountant.budgets
         if budgets is not None and self.reservation is not None:
             budgets.settle(self.reservation, self._settled(record))
-        return self._accountant._write(record)
+        return self._accountant._write(record, self._handle, end)
 
     async def aok(
         self,
@@ -220,13 +243,14 @@ class Meter:
         model_served: str | None = None,
         cache: CacheOutcome = CacheOutcome.MISS,
         compression_tokens_saved: int = 0,
+        end: CallEnd | None = None,
     ) -> CallRecord:
         """:meth:`ok` for asyncio code (store calls run in worker threads)."""
         record = self._ok_record(usage, model_served, cache, compression_tokens_saved)
         budgets = self._accountant.budgets
         if budgets is not None and self.reservation is not None:
             await budgets.asettle(self.reservation, self._settled(record))
-        return await self._accountant._awrite(record)
+        return await self._accountant._awrite(record, self._handle, end)
 
     def _failed_record(self, exc: BaseException, usage: TokenUsage | None) -> CallRecord:
         spent = usage if usage is not None else TokenUsage()
@@ -250,7 +274,7 @@ class Meter:
                 budgets.release(self.reservation)
             else:
                 budgets.settle(self.reservation, self._settled(record))
-        return self._accountant._write(record)
+        return self._accountant._write(record, self._handle, CallEnd(error=exc))
 
     async def afailed(self, exc: BaseException, *, usage: TokenUsage | None = None) -> CallRecord:
         """:meth:`failed` for asyncio code."""
@@ -261,7 +285,7 @@ class Meter:
                 await budgets.arelease(self.reservation)
             else:
                 await budgets.asettle(self.reservation, self._settled(record))
-        return await self._accountant._awrite(record)
+        return await self._accountant._awrite(record, self._handle, CallEnd(error=exc))
 
 
 @dataclass(slots=True, kw_only=True)
@@ -272,6 +296,8 @@ class Accountant:
         ledger: where records go; default the embedded SQLite ledger (:func:`default_ledger`).
         prices: the price book; default genai-prices's bundled data (no overrides).
         budgets: limits to enforce before calls; ``None`` enforces none.
+        exporter: where calls go as spans and metrics
+            (:func:`accounting.export.configure_otel`); ``None`` exports nothing.
         estimate_margin: factor on a prompt count that is only an estimate (another
             provider's model, images, tools) before the worst case is reserved.
 
@@ -283,6 +309,7 @@ class Accountant:
     ledger: Ledger = field(default_factory=default_ledger)
     prices: PriceBook = field(default_factory=PriceBook)
     budgets: Budgets | None = None
+    exporter: CallExporter | None = None
     estimate_margin: Decimal = Decimal("1.5")
     plan_errors: int = field(default=0, init=False)
 
@@ -348,31 +375,47 @@ class Accountant:
                 recorded as a refusal).
         """
         started, t0 = time.time(), time.perf_counter()
+        handle = self._start_span(request)
         attribution, amount = self._plan(request)
         reservation = None
         if self.budgets is not None and self.budgets.config.limits:
             try:
                 reservation = self.budgets.reserve(attribution, amount)
             except (BudgetExceeded, BudgetStoreError) as exc:
-                self._write(self._refusal(request, attribution, started, t0, exc))
+                refusal = self._refusal(request, attribution, started, t0, exc)
+                self._write(refusal, handle, CallEnd(error=exc))
                 raise
         return Meter(
-            self, request, attribution=attribution, reservation=reservation, started=started, t0=t0
+            self,
+            request,
+            attribution=attribution,
+            reservation=reservation,
+            started=started,
+            t0=t0,
+            handle=handle,
         )
 
     async def abegin(self, request: CallRequest) -> Meter:
         """:meth:`begin` for asyncio code (store calls run in worker threads)."""
         started, t0 = time.time(), time.perf_counter()
+        handle = self._start_span(request)
         attribution, amount = self._plan(request)
         reservation = None
         if self.budgets is not None and self.budgets.config.limits:
             try:
                 reservation = await self.budgets.areserve(attribution, amount)
             except (BudgetExceeded, BudgetStoreError) as exc:
-                await self._awrite(self._refusal(request, attribution, started, t0, exc))
+                refusal = self._refusal(request, attribution, started, t0, exc)
+                await self._awrite(refusal, handle, CallEnd(error=exc))
                 raise
         return Meter(
-            self, request, attribution=attribution, reservation=reservation, started=started, t0=t0
+            self,
+            request,
+            attribution=attribution,
+            reservation=reservation,
+            started=started,
+            t0=t0,
+            handle=handle,
         )
 
     # -- calls that never reach the provider --------------------------------------------------
@@ -460,20 +503,50 @@ class Accountant:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def _write(self, record: CallRecord) -> CallRecord:
-        self.ledger.append(record)
+    def _start_span(self, request: CallRequest) -> CallHandle | None:
+        if self.exporter is None:
+            return None
+        return self.exporter.start_call(
+            CallStart(
+                provider=request.provider,
+                request_model=request.model,
+                operation=request.operation,
+                server_address=request.server_address,
+                server_port=request.server_port,
+                params=request.params or {},
+                messages=request.messages,
+            )
+        )
+
+    def _delivered(
+        self, record: CallRecord, handle: CallHandle | None, end: CallEnd | None
+    ) -> None:
         for records in _collectors.get():
             records.append(record)
+        if self.exporter is not None:
+            if handle is not None:
+                self.exporter.end_call(handle, record, end)
+            else:
+                self.exporter.export_record(record, end=end)
+
+    def _write(
+        self, record: CallRecord, handle: CallHandle | None = None, end: CallEnd | None = None
+    ) -> CallRecord:
+        self.ledger.append(record)
+        self._delivered(record, handle, end)
         return record
 
-    async def _awrite(self, record: CallRecord) -> CallRecord:
+    async def _awrite(
+        self, record: CallRecord, handle: CallHandle | None = None, end: CallEnd | None = None
+    ) -> CallRecord:
         await self.ledger.aappend(record)
-        for records in _collectors.get():
-            records.append(record)
+        self._delivered(record, handle, end)
         return record
 
     def close(self) -> None:
-        """Flush and close the ledger (and the budget store)."""
+        """Flush and close the ledger, the budget store and the exporter."""
+        if self.exporter is not None:
+            self.exporter.shutdown()
         self.ledger.close()
         if self.budgets is not None:
             self.budgets.close()

@@ -279,3 +279,61 @@ def test_async_hit(accountant: Accountant, tmp_path: Path) -> None:
     accountant.ledger.flush()
     [hit] = _stored(tmp_path)
     assert hit.cache is CacheOutcome.HIT and hit.attribution.user == "fay"  # type: ignore[attr-defined]
+
+
+def test_every_accounted_call_becomes_a_span(tmp_path: Path) -> None:
+    from otlp_receiver import OTLPReceiver  # noqa: PLC0415
+
+    from accounting.export import CallEnd, configure_otel  # noqa: PLC0415
+
+    receiver = OTLPReceiver().start()
+    exporter = configure_otel(
+        endpoint=receiver.url,
+        protocol="http",
+        service_name="test-meter",
+        use_global=False,
+        metric_export_interval=3600.0,
+    )
+    budgets = Budgets(
+        store=SQLiteBudgetStore(tmp_path / "budgets.sqlite3"),
+        limits=[BudgetLimit(scope="user", name="max", period="day", usd=Decimal("0"))],
+    )
+    acc = Accountant(
+        ledger=default_ledger(tmp_path / "ledger.sqlite3"),
+        prices=PriceBook(overrides=PRICES),
+        budgets=budgets,
+        exporter=exporter,
+    )
+    request = CallRequest(
+        provider="openai",
+        model="house-model",
+        messages=[{"role": "user", "content": "SECRET-PROMPT-91c2"}],
+        server_address="api.example.com",
+        server_port=443,
+        params={"temperature": 0.2, "max_tokens": 10},
+    )
+    with attribute(user="ann"):
+        acc.begin(request).ok(
+            TokenUsage(input=100, output=10),
+            end=CallEnd(response_id="chatcmpl-1", finish_reasons=("stop",)),
+        )
+        acc.begin(request).failed(TimeoutError("SECRET-ERROR"))
+        acc.hit(provider="openai", model="house-model", tier="memory", saved=Decimal("0.00028"))
+    with attribute(user="max"), pytest.raises(BudgetExceeded):
+        acc.begin(request)
+    assert exporter.force_flush(10)
+    spans = {s.attributes["llmcache.record.id"]: s for s in receiver.spans()}
+    acc.ledger.flush()
+    records = _stored(tmp_path)
+    assert len(spans) == len(records) == 4
+    miss, error, hit, refused = (spans[r.id].attributes for r in records)  # type: ignore[attr-defined]
+    assert miss["gen_ai.request.model"] == "house-model"
+    assert miss["server.address"] == "api.example.com" and miss["gen_ai.request.temperature"] == 0.2
+    assert miss["gen_ai.usage.input_tokens"] == 100 and miss["gen_ai.response.id"] == "chatcmpl-1"
+    assert Decimal(miss["llmcache.cost.total_usd_exact"]) == Decimal("0.00028")
+    assert error["error.type"] == "TimeoutError"
+    assert hit["llmcache.cache.outcome"] == "hit" and "gen_ai.usage.input_tokens" not in hit
+    assert refused["error.type"] == "BudgetExceeded"
+    assert b"SECRET-PROMPT-91c2" not in receiver.raw() and b"SECRET-ERROR" not in receiver.raw()
+    acc.close()
+    receiver.stop()

@@ -40,6 +40,7 @@ from typing import Any, Final
 from accounting.attribute import UNATTRIBUTED, Attribution
 from accounting.export.call import FinishedCall
 from accounting.export.options import ExportOptions
+from accounting.money import text
 from accounting.record import CacheOutcome, CallRecord, Status
 
 __all__ = [
@@ -308,7 +309,7 @@ def _cost(attrs: dict[str, AttributeValue], record: CallRecord, options: ExportO
         return  # unpriced: unknown, never $0
     total = cost.total
     attrs["llmcache.cost.total_usd"] = _usd(total)
-    attrs["llmcache.cost.total_usd_exact"] = str(total)
+    attrs["llmcache.cost.total_usd_exact"] = text(total)
     attrs["llmcache.cost.input_usd"] = _usd(cost.input)
     attrs["llmcache.cost.cached_input_usd"] = _usd(cost.cached_input)
     attrs["llmcache.cost.cache_write_usd"] = _usd(cost.cache_write)
@@ -366,7 +367,7 @@ def span_attributes(call: FinishedCall, options: ExportOptions) -> dict[str, Att
         attrs["llmcache.cache.tier"] = record.cache_tier
     if record.cache is CacheOutcome.HIT and record.saved is not None:
         attrs["llmcache.cache.saved_usd"] = _usd(record.saved)
-        attrs["llmcache.cache.saved_usd_exact"] = str(record.saved)
+        attrs["llmcache.cache.saved_usd_exact"] = text(record.saved)
     if record.compression_tokens_saved:
         attrs["llmcache.compression.tokens_saved"] = record.compression_tokens_saved
     _attribution(attrs, record.attribution, options.user_id_attribute)
