@@ -23,6 +23,11 @@ front's lock and bookkeeping. Informational: SQLite with
 ``synchronous=FULL`` (an fsync per record: survives power loss), and the store alone without
 the front.
 
+Also informational, the request path during an outage of the SQLite store (its file locked by
+another connection): a spend record's ``append`` while it goes to the spill file, and then a hit
+record's ``append`` while the spill (``--replay-records``, 20,000 by default) is written back;
+the hits are paced (one every 0.2 ms) so that the replay keeps ahead of them.
+
 Each record is fresh (a new id; building it is not timed): the SQLite store keeps one row per
 id, so re-appending one record would measure an ignored insert. Files go to a temporary
 directory under ``--dir`` (default: the system's temporary directory; the file system is
@@ -190,6 +195,7 @@ def throughput(ledger: Ledger, seconds: float) -> dict[str, Any]:
     assert flushed and stats.failed == 0 and stats.pending == 0, stats
     return {
         "records": total,
+        "overflowed": stats.overflowed,
         "seconds": round(spent_ns / 1e9, 3),
         "records_per_s": round(total / (spent_ns / 1e9)),
         "per_record_us": round(spent_ns / total / 1000.0, 2),
@@ -201,7 +207,9 @@ def throughput(ledger: Ledger, seconds: float) -> dict[str, Any]:
 # -- SQLite -------------------------------------------------------------------------------------
 
 
-def bench_sqlite(directory: Path, seconds: float, warmup: float) -> dict[str, Any]:
+def bench_sqlite(
+    directory: Path, seconds: float, warmup: float, replay_records: int
+) -> dict[str, Any]:
     """Durable and batched figures of the SQLite store, with a raw INSERT as the floor."""
     ledger = Ledger(SQLiteStore(directory / "ledger.sqlite3"), batch_size=BATCH_SIZE)
     store_only = SQLiteStore(directory / "store-only.sqlite3")
@@ -240,6 +248,7 @@ def bench_sqlite(directory: Path, seconds: float, warmup: float) -> dict[str, An
     ledger.close()
     store_only.close()
     raw.close()
+    outage = bench_outage(directory, replay_records)
     return {
         "store": "sqlite",
         "durable": {
@@ -253,6 +262,57 @@ def bench_sqlite(directory: Path, seconds: float, warmup: float) -> dict[str, An
         "store_only": summary(times["store"]),
         "durable_full": summary(full_times["full"]),
         "batched": batched,
+        "outage": outage,
+    }
+
+
+def bench_outage(directory: Path, records: int) -> dict[str, Any]:
+    """The request path during an outage: spend records to the spill, hits during the replay."""
+    path = directory / "outage.sqlite3"
+    first = SQLiteStore(path)
+    first.append(fresh(SPEND, 0))
+    first.close()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another connection holds the file's write lock
+    ledger = Ledger(
+        SQLiteStore(path, busy_timeout=0.01),
+        batch_size=BATCH_SIZE,
+        spill_dir=directory / "outage-spill",
+        retry_interval=0.05,
+    )
+    spilled: list[int] = []
+    for n in range(records):
+        record = fresh(SPEND, n)
+        t0 = pc()
+        ledger.append(record)
+        spilled.append(pc() - t0)
+    assert ledger.stats().spill_size == records, ledger.stats()
+    blocker.execute("COMMIT")
+    blocker.close()
+    during: list[int] = []
+    started = time.monotonic()
+    n = 0
+    while True:
+        stats = ledger.stats()
+        if stats.spill_size == 0 and not stats.failing:
+            break
+        record = fresh(HIT, n)
+        t0 = pc()
+        ledger.append(record)
+        during.append(pc() - t0)
+        n += 1
+        time.sleep(0.0002)  # pacing, so that the replay keeps ahead of the hits
+    replay_s = time.monotonic() - started
+    flushed = ledger.flush()
+    stats = ledger.stats()
+    ledger.close()
+    assert flushed and stats.dropped == 0, stats
+    return {
+        "spend_to_spill": {"what": "spend record appended to the spill file (no fsync)"}
+        | summary(spilled[1:]),  # the first one waited busy_timeout for the lock
+        "replayed": stats.replayed,
+        "replay_seconds": round(replay_s, 3),
+        "hit_during_replay": summary(during),
     }
 
 
@@ -423,16 +483,31 @@ def print_table(report: dict[str, Any]) -> None:
     )
     print()
     print(f"batched hit records: Ledger.append(hit) x N + flush(), batches of {BATCH_SIZE}")
-    head = f"{'store':<7} {'records/s':>10} {'µs/record':>10} {'records':>8} {'target':>10}"
+    head = (
+        f"{'store':<7} {'records/s':>10} {'µs/record':>10} {'records':>8} {'overflowed':>10} "
+        f"{'target':>10}"
+    )
     print(head)
     print("-" * len(head))
     for r in report["stores"]:
         b = r["batched"]
         print(
             f"{r['store']:<7} {b['records_per_s']:>10,} {b['per_record_us']:>10.2f} "
-            f"{b['records']:>8} {'>= ' + format(int(b['target_records_per_s']), ','):>10}  "
-            f"{verdict(b['pass'])}"
+            f"{b['records']:>8} {b['overflowed']:>10} "
+            f"{'>= ' + format(int(b['target_records_per_s']), ','):>10}  {verdict(b['pass'])}"
         )
+    o = sq["outage"]
+    sp, hd = o["spend_to_spill"], o["hit_during_replay"]
+    print()
+    print("sqlite store locked by another connection (µs per call):")
+    print(
+        f"  spend record to the spill file: p50 {sp['p50_us']:.1f}, p99 {sp['p99_us']:.1f}, "
+        f"max {sp['max_us']:.1f} (n {sp['n']})"
+    )
+    print(
+        f"  hit record while {o['replayed']:,} records are replayed ({o['replay_seconds']:.2f} s): "
+        f"p50 {hd['p50_us']:.1f}, p99 {hd['p99_us']:.1f}, max {hd['max_us']:.1f} (n {hd['n']})"
+    )
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -450,6 +525,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per figure")
     parser.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per figure")
     parser.add_argument("--dir", type=Path, default=None, help="where the SQLite files go")
+    parser.add_argument(
+        "--replay-records",
+        type=int,
+        default=20_000,
+        help="spend records spilled during the outage, then replayed",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     if args.redis_url is not None and redis_port(args.redis_url) == FORBIDDEN_PORT:
@@ -473,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
             gc.collect()
             gc.freeze()
             stores = [
-                bench_sqlite(work / "sqlite", args.seconds, args.warmup),
+                bench_sqlite(work / "sqlite", args.seconds, args.warmup, args.replay_records),
                 bench_redis(url, prefix, args.seconds, args.warmup),
             ]
     finally:

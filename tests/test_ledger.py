@@ -12,6 +12,8 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
+import queue
 import sqlite3
 import subprocess
 import sys
@@ -51,6 +53,7 @@ from accounting.ledger import (
 )
 from accounting.ledger.base import day_bounds, day_of, decode_record, encode_record
 from accounting.ledger.spill import FileSpill, orphan_files, read_spill_file
+from accounting.ledger.sqlite import DEFAULT_BUSY_TIMEOUT
 
 WORKER = Path(__file__).with_name("_ledger_worker.py")
 # Noon UTC on a fixed day, so records a few seconds apart share their day.
@@ -141,6 +144,57 @@ def warnings_about(caplog: pytest.LogCaptureFixture, text: str) -> int:
     return sum(
         1 for r in caplog.records if r.name == "accounting.ledger" and text in r.getMessage()
     )
+
+
+def ids(records: list[CallRecord]) -> list[str]:
+    return [r.id for r in records]
+
+
+def finishes_within(seconds: float, work: Callable[[], object]) -> bool:
+    """Run ``work`` in a thread; whether it returned within ``seconds`` (it may go on after)."""
+    done = threading.Event()
+
+    def run() -> None:
+        work()
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return done.wait(seconds)
+
+
+class GatedStore(SQLiteStore):
+    """A real SQLite store whose batch writes stop at a gate while ``armed``.
+
+    Each gated ``append_many`` puts its records on :attr:`entered`, then waits for one
+    :meth:`open_once` before it writes: the test sees exactly which write is in progress, and
+    decides when it ends. Nothing else differs from :class:`SQLiteStore`.
+    """
+
+    def __init__(self, path: Path, **options: Any) -> None:
+        super().__init__(path, **options)
+        self.armed = False
+        self.entered: queue.Queue[list[CallRecord]] = queue.Queue()
+        self._proceed = threading.Semaphore(0)
+
+    def append_many(self, records: Any) -> None:
+        if self.armed:
+            self.entered.put(list(records))
+            if not self._proceed.acquire(timeout=30):
+                raise LedgerError("the test never opened the gate", store=self.name)
+        super().append_many(records)
+
+    def next_write(self) -> list[CallRecord]:
+        """The records of the next gated write, once it is waiting at the gate."""
+        return self.entered.get(timeout=10)
+
+    def open_once(self) -> None:
+        self._proceed.release()
+
+    def disarm(self) -> None:
+        """No more gating; writes waiting at the gate go on."""
+        self.armed = False
+        for _ in range(100):
+            self._proceed.release()
 
 
 # -- pure helpers -----------------------------------------------------------------------------
@@ -270,6 +324,19 @@ def test_records_read_back_equal_to_what_was_appended(backend: Backend) -> None:
         backend.store.append(r)
     backend.store.append_many(records[3:])
     assert by_id(backend.store.records()) == by_id(records)
+
+
+def test_writing_records_again_adds_nothing(backend: Backend) -> None:
+    records = variety()
+    backend.store.append_many(records)
+    late = spend(time=T0 + 8)
+    # A replay after a crash, with a record not written yet; and one repeated in a batch.
+    backend.store.append_many([records[0], late, records[3], late])
+    backend.store.append(records[1])
+    everything = [*records, late]
+    assert sorted(r.id for r in backend.store.records()) == sorted(ids(everything))
+    for by in DIMENSIONS:
+        assert backend.store.totals(DAY, by=by) == totals_of(everything, DAY, by=by), by
 
 
 def test_records_since_until_is_half_open(backend: Backend) -> None:
@@ -525,8 +592,103 @@ def test_many_threads_share_one_ledger(tmp_path: Path) -> None:
     s = ledger.stats()
     everything = {r.id for records in made for r in records}
     assert ids_in(path) == everything
-    assert (s.written, s.failed, s.spilled, s.dropped, s.pending) == (len(everything), 0, 0, 0, 0)
-    assert s.batched == sum(1 for records in made for r in records if not r.spent)
+    assert (s.failed, s.dropped, s.pending, s.spill_size) == (0, 0, 0, 0)
+    # Hits that found a full batch waiting for a busy writer went through the spill.
+    assert s.written + s.replayed == len(everything)
+    assert s.spilled == s.overflowed == s.replayed
+    assert s.batched + s.overflowed == sum(1 for records in made for r in records if not r.spent)
+
+
+def test_hit_appends_never_wait_for_a_replay(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    _make_ledger_file(path)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    store = GatedStore(path, busy_timeout=0.02)
+    # retry_interval 60: the replay below is the one this test starts, not the flusher's.
+    ledger = Ledger(
+        store,
+        batch_size=4,
+        batch_interval=60,
+        spill_dir=tmp_path / "spill",
+        retry_interval=60,
+        replay_batch=10,
+    )
+    spent = [spend(time=T0 + i) for i in range(30)]
+    for r in spent:
+        ledger.append(r)
+    assert ledger.stats().spill_size == 30
+    blocker.execute("COMMIT")
+    blocker.close()
+    store.armed = True
+    replayed = threading.Event()
+    replayer = threading.Thread(target=lambda: replayed.set() if ledger.flush() else None)
+    replayer.start()
+    try:
+        first = store.next_write()  # the replay's first step, held at the gate
+        assert ids(first) == ids(spent[: len(first)])
+        hits = [hit(time=T0 + 100 + i) for i in range(4)]
+        # The fourth hit completes a batch, due now: it must not wait for the replay
+        # (before: it waited for the whole replay, here as long as the gate stayed shut).
+        assert finishes_within(5, lambda: [ledger.append(h) for h in hits])
+        assert ledger.stats().pending == 4
+        assert len(first) == 1  # a store that was failing is tried with one record first
+        # Between two replay steps the due batch is taken care of: the episode is not over
+        # until the spill is empty, so it joins the spill, after the records already there.
+        rest = spent[1:] + hits
+        steps = [rest[i : i + 10] for i in range(0, len(rest), 10)]
+        store.open_once()
+        assert ids(store.next_write()) == ids(steps[0])
+        s = ledger.stats()
+        assert (s.pending, s.spill_size, s.failing) == (0, len(rest), True)
+        for expected in steps[1:]:
+            store.open_once()
+            assert ids(store.next_write()) == ids(expected)
+        store.open_once()
+        replayer.join(10)
+        assert replayed.is_set()
+    finally:
+        store.disarm()
+        replayer.join(10)
+    s = ledger.stats()
+    assert (s.replayed, s.written, s.pending, s.spill_size, s.failing) == (34, 0, 0, 0, False)
+    ledger.close()
+    assert ids_in(path) >= set(ids(spent)) | set(ids(hits))
+
+
+def test_hits_beyond_a_full_batch_go_to_the_spill_not_to_memory(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    store = GatedStore(path)
+    ledger = Ledger(store, batch_size=8, batch_interval=60, spill_dir=tmp_path / "spill")
+    first = [hit(time=T0 + i) for i in range(8)]
+    more = [hit(time=T0 + 10 + i) for i in range(20)]
+    burst = [hit(time=T0 + 100 + i) for i in range(50)]
+    store.armed = True
+    writer = threading.Thread(target=lambda: [ledger.append(h) for h in first])
+    writer.start()  # its eighth append writes the batch, and stays at the gate
+    try:
+        assert ids(store.next_write()) == ids(first)
+        # While that batch is being written, 8 more wait in memory; the rest go to the spill
+        # file, the request path waiting for nothing (before: the batch grew without bound,
+        # and each due append waited for the write in progress).
+        assert finishes_within(5, lambda: [ledger.append(h) for h in more])
+        s = ledger.stats()
+        assert (s.pending, s.batched, s.overflowed, s.spilled, s.dropped) == (8, 16, 12, 12, 0)
+
+        async def many_at_once() -> None:
+            await asyncio.wait_for(asyncio.gather(*(ledger.aappend(h) for h in burst)), 5)
+
+        asyncio.run(many_at_once())
+        s = ledger.stats()
+        assert (s.pending, s.overflowed, s.spill_size) == (8, 62, 62)
+    finally:
+        store.disarm()
+        writer.join(10)
+    assert ledger.flush() is True
+    s = ledger.stats()
+    assert (s.written + s.replayed, s.dropped, s.failed, s.episodes) == (78, 0, 0, 0)
+    ledger.close()
+    assert ids_in(path) == set(ids(first + more + burst))
 
 
 def test_async_faces(tmp_path: Path) -> None:
@@ -610,6 +772,61 @@ def test_locked_sqlite_spills_to_a_file_and_replays(
     assert list(spill.glob("spill-*")) == []  # an empty spill file is removed
 
 
+def test_writes_queued_on_a_locked_file_wait_one_busy_timeout_in_all(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    _make_ledger_file(path)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds the file's write lock
+    busy = 0.25
+    store = SQLiteStore(path, busy_timeout=busy)
+    ledger = Ledger(store, spill_dir=tmp_path / "spill", retry_interval=60)
+    records = [spend(time=T0 + i) for i in range(8)]
+    gate = threading.Barrier(len(records) + 2)
+    took: list[float] = []
+    errors: list[str] = []
+
+    def through_the_ledger(record: CallRecord) -> None:
+        gate.wait()
+        started = time.monotonic()
+        ledger.append(record)
+        took.append(time.monotonic() - started)
+
+    def to_the_store_alone() -> None:
+        gate.wait()
+        started = time.monotonic()
+        with pytest.raises(LedgerError) as info:
+            store.append(spend())
+        took.append(time.monotonic() - started)
+        errors.append(str(info.value))
+
+    threads = [threading.Thread(target=through_the_ledger, args=(r,)) for r in records]
+    threads += [threading.Thread(target=to_the_store_alone) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Each write waits busy_timeout at most, however many queued on the connection before it
+    # (before: the k-th queued write waited k timeouts, 0.25 s ... 2.5 s here).
+    assert len(took) == 10 and max(took) < 2 * busy, sorted(took)
+    assert len(errors) == 2 and all("locked" in e for e in errors), errors
+    s = ledger.stats()
+    assert (s.spilled, s.written, s.dropped, s.episodes) == (8, 0, 0, 1)
+    blocker.execute("COMMIT")
+    blocker.close()
+    assert ledger.flush() is True  # and nothing is lost
+    ledger.close()
+    assert set(ids(records)) <= ids_in(path)
+
+
+def test_sqlite_busy_timeout_defaults_to_half_a_second(tmp_path: Path) -> None:
+    assert DEFAULT_BUSY_TIMEOUT == 0.5
+    assert SQLiteStore(tmp_path / "l.sqlite3").busy_timeout == DEFAULT_BUSY_TIMEOUT
+    ledger = default_ledger(tmp_path / "d.sqlite3")
+    assert isinstance(ledger.store, SQLiteStore)
+    assert ledger.store.busy_timeout == DEFAULT_BUSY_TIMEOUT
+    ledger.close()
+
+
 def test_unwritable_location_keeps_records_in_memory_then_replays(tmp_path: Path) -> None:
     in_the_way = tmp_path / "data"
     in_the_way.write_text("a file where the ledger's directory should be")
@@ -681,7 +898,8 @@ def test_file_spill_takes_back_what_it_holds(tmp_path: Path) -> None:
     spill.done()
     assert spill.take(10) == [records[5]]
     spill.done()
-    assert spill.size == 0 and spill.path.stat().st_size == 0
+    assert spill.size == 0
+    assert spill.path.read_bytes().splitlines() == [b"#head %020d" % 27]  # emptied to its header
     spill.close()
     assert not spill.path.exists()
 
@@ -696,6 +914,35 @@ def test_a_closed_spill_file_keeps_only_what_was_not_replayed(tmp_path: Path) ->
     spill.close()  # the file is rewritten without it, so an adopter does not replay it twice
     adopted = [(path, read_spill_file(fd, path)) for path, fd in orphan_files(tmp_path, None)]
     assert adopted == [(spill.path, records[1:])]
+
+
+def test_a_spill_file_keeps_its_progress_for_whoever_adopts_it(tmp_path: Path) -> None:
+    spill = FileSpill(tmp_path, limit=10)
+    records = [spend(time=T0 + i) for i in range(5)]
+    for r in records:
+        spill.add(r)
+    spill.take(2)
+    spill.done()
+    # Were the process killed now (no close()), an adopter would start at the third record
+    # (before: at the first, replaying two records the store has already).
+    fd = os.open(spill.path, os.O_RDONLY)
+    try:
+        assert read_spill_file(fd, spill.path) == records[2:]
+    finally:
+        os.close(fd)
+    spill.close()
+    # An adopter keeps the file's progress too, so a replay cut short resumes where it was.
+    assert [path for path, _ in orphan_files(tmp_path, None)] == [spill.path]
+    adopted = FileSpill.adopt(spill.path, os.open(spill.path, os.O_RDWR))
+    assert adopted.size == 3
+    assert adopted.take(2) == records[2:4]
+    assert adopted.done() == 2
+    adopted.close()  # cut short: one record left in the file
+    fd = os.open(spill.path, os.O_RDONLY)
+    try:
+        assert read_spill_file(fd, spill.path) == records[4:]
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.slow
@@ -728,6 +975,70 @@ def test_redis_killed_and_restarted(
     assert totals == totals_of(during, DAY, by="all")["all"]
     assert totals.calls == 200 and totals.hits == 50
     ledger.close()
+
+
+def test_redis_counts_each_record_once_after_adopting_a_half_replayed_spill(
+    redis_url: str, tmp_path: Path
+) -> None:
+    spill = tmp_path / "spill"
+    proc = subprocess.run(
+        [
+            *(sys.executable, str(WORKER), "--mode", "replay-and-die", "--count", "20"),
+            *("--spill-dir", str(spill), "--redis-url", redis_url, "--time", str(T0)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == -9, proc.stderr  # it died in the middle of its replay
+    records = []
+    for line in proc.stdout.splitlines():
+        _, checksum, text = line.split(" ", 2)
+        records.append(decode_record(text, checksum))
+    assert len(records) == 20
+    adopter = RedisStore(redis_url)
+    ledger = Ledger(adopter, spill_dir=spill)
+    assert ledger.flush() is True  # adopts the dead process's spill file
+    ledger.close()
+    store = RedisStore(redis_url)
+    for by in DIMENSIONS:  # each record counted once
+        assert store.totals(DAY, by=by) == totals_of(records, DAY, by=by), by
+    assert sorted(r.id for r in store.records()) == sorted(ids(records))
+    # The file said where the replay was (the eleventh record), and the 3 records written
+    # after that before the kill were recognised by their ids.
+    assert (ledger.stats().replayed, adopter.duplicates) == (10, 3)
+    assert list(spill.glob("spill-*")) == []
+    client = redis.Redis.from_url(redis_url)
+    assert client.xlen(store.stream) == 20
+    # The ids are remembered dedupe_retention after the last write (the day itself is past).
+    ttl = client.pttl(store.seen_key(DAY)) / 1000
+    assert store.dedupe_retention - 60 < ttl <= store.dedupe_retention
+    assert client.scard(store.seen_key(DAY)) == 20
+    client.close()
+    store.close()
+
+
+def test_redis_skips_records_it_has_and_counts_them(redis_url: str) -> None:
+    store = RedisStore(redis_url, dedupe_retention=3600)
+    records = [spend(time=T0 + i) for i in range(5)]
+    store.append_many(records[:3])
+    store.append_many(records)  # a batch partly written before: only the new two are added
+    store.append(records[4])
+    assert store.duplicates == 4
+    assert store.totals(DAY, by="all") == totals_of(records, DAY, by="all")
+    client = redis.Redis.from_url(redis_url)
+    assert 3500 < client.pttl(store.seen_key(DAY)) / 1000 <= 3600
+    client.close()
+    # Batches past the script's 1,000 ids at a time, partly written before.
+    many = [hit(time=T0 + i / 1000) for i in range(2500)]
+    store.append_many(many[:1200])
+    store.append_many(many)
+    assert store.duplicates == 4 + 1200
+    assert store.totals(DAY, by="all") == totals_of(records + many, DAY, by="all")
+    with pytest.raises(ValueError, match="dedupe_retention"):
+        RedisStore(redis_url, dedupe_retention=0)
+    store.close()
 
 
 def test_redis_prefix_maxlen_and_decoded_clients(redis_url: str) -> None:

@@ -25,7 +25,7 @@ from accounting.ledger.base import (
     totals_of,
 )
 from accounting.ledger.front import Ledger, LedgerStats
-from accounting.ledger.sqlite import SQLiteStore
+from accounting.ledger.sqlite import DEFAULT_BUSY_TIMEOUT, SQLiteStore
 
 if TYPE_CHECKING:
     from accounting.ledger.redis import RedisStore
@@ -60,7 +60,7 @@ def default_ledger(
     path: str | os.PathLike[str] | None = None,
     *,
     synchronous: str = "NORMAL",
-    busy_timeout: float = 5.0,
+    busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
     batch_size: int = 256,
     batch_interval: float = 1.0,
 ) -> Ledger:
@@ -70,8 +70,11 @@ def default_ledger(
         path: the SQLite file; default :func:`default_ledger_path` (read now, not at import).
         synchronous: ``"NORMAL"`` (survives a killed process) or ``"FULL"`` (survives power
             loss; an fsync per spend record). See :mod:`accounting.ledger.sqlite`.
-        busy_timeout: seconds a write waits for another process's write lock.
-        batch_size: hit records written together (the most a crash may lose).
+        busy_timeout: seconds a write waits in all for the file's write lock (0.5 by
+            default: the most a call waits for a locked ledger; see
+            :mod:`accounting.ledger.sqlite`).
+        batch_size: hit records written together; a crash loses at most twice this many
+            (those waiting and the batch being written; see :class:`Ledger`).
         batch_interval: seconds a hit record waits for its batch at most.
 
     Returns:

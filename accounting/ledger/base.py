@@ -18,6 +18,7 @@ is rounded half-even in the counters only; the record itself keeps the exact amo
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -52,6 +53,7 @@ __all__ = [
 DIMENSIONS: Final = ("user", "feature", "task", "model", "all")
 #: The one name of the ``all`` dimension.
 ALL: Final = "all"
+_EPOCH: Final = dt.date(1970, 1, 1)
 
 # Counter names -> where they come from. Token and money counters are listed apart so
 # LedgerTotals.from_counters reads them back by the same names.
@@ -173,7 +175,14 @@ def _checksum(text: str) -> str:
 
 def day_of(when: float) -> str:
     """The UTC day of Unix time ``when``, as ``YYYY-MM-DD``."""
-    return dt.datetime.fromtimestamp(when, dt.UTC).date().isoformat()
+    # Unix time has exactly 86400 seconds a day (leap seconds are not counted), so the day is
+    # a division; its name is cached, as a batch of records is mostly of one day.
+    return _day_name(int(when // 86400))
+
+
+@functools.lru_cache(maxsize=64)
+def _day_name(days: int) -> str:
+    return (_EPOCH + dt.timedelta(days=days)).isoformat()
 
 
 def day_bounds(day: str | dt.date) -> tuple[str, float, float]:

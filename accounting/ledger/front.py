@@ -1,21 +1,48 @@
 """The ledger the request path calls: a store behind batching, failure isolation and a spill.
 
-:class:`Ledger` never raises from :meth:`~Ledger.append`. Records of money spent
-(``record.spent``) are written to the store before ``append`` returns. Hit records (nothing
-spent) are batched: written by one ``append_many`` when ``batch_size`` are pending or the
-oldest has waited ``batch_interval`` seconds, by a background thread or by the next append,
-whichever comes first. So if the process dies, at most ``batch_size`` hit records (256 by
-default) and none older than ``batch_interval`` (1 s), plus the time of one write, are lost;
-no spend record is.
+:class:`Ledger` never raises from :meth:`~Ledger.append`.
 
-When the store fails (SQLite locked or disk full, Redis down), the record goes to the spill
-(:mod:`accounting.ledger.spill`): a file of this process's own in ``spill_dir``, surviving the
-process, else memory; at most ``spill_limit`` records, past which records are dropped and
-counted. A *failure episode* starts: one warning is logged (not one per call), and until the
-store works again every record goes straight to the spill, so the request path never waits on
-a dead store more than once per episode. The background thread retries every
-``retry_interval`` seconds by replaying the spill; when it is empty again the episode ends
-(logged once). Spill files left by processes that died are adopted and replayed too.
+Records of money spent (``record.spent``) are *durable*: before ``append`` returns, the record
+is either committed by the store (as durable as the store makes it: see
+:mod:`accounting.ledger.sqlite`) or, when the store fails or is failing, added to the spill
+(:mod:`accounting.ledger.spill`). With a ``spill_dir`` that is one ``pwrite`` of the record's
+line to this process's spill file, done before ``append`` returns and not fsynced: the record
+survives the process being killed, not a power loss or kernel crash. Two cases are weaker,
+and logged and counted: if the spill file cannot be written (disk full) the record is kept in
+memory (``Ledger(store)`` without ``spill_dir`` always does), lost if the process dies before
+the store works again; if the spill holds ``spill_limit`` records already, the record is
+dropped (``stats().dropped``).
+
+How long a call waits. A store call on the request path waits at most the store's own timeout
+(SQLite: ``busy_timeout``, counted from the call's start, so threads queued on the connection
+do not wait one timeout each, and once one gives up on a locked file the others go to the spill
+at once; Redis: ``socket_timeout``). The first failure starts a *failure episode*: one warning
+is logged (not one per call), and until the store works again every record goes straight to
+the spill, without waiting. The background thread retries every ``retry_interval`` seconds by
+replaying the spill; when it is empty again the episode ends (logged once).
+
+Records that spent nothing (hits, refusals) are *batched*: written together by one
+``append_many`` when ``batch_size`` are pending or the oldest has waited ``batch_interval``
+seconds, by the append that completes the batch or by the background thread. The request path
+never waits for another write or a replay: when one is in progress, the due batch is left to
+the background thread. At most ``batch_size`` records wait in memory, besides the batch being
+written; a record that finds ``batch_size`` waiting goes to the spill instead (counted in
+``stats().overflowed`` and ``spilled``) and is written back by the background thread. So if the
+process dies, at most ``2 * batch_size`` hit records (512 by default) are lost, those waiting
+and the batch being written, and none older than ``batch_interval`` (1 s) plus the time of the
+store write in progress and of its own (each bounded by the store's timeout); no spend record
+is, but for the weaker cases above. (Without a ``spill_dir``, overflowed records are held in
+the memory spill, and lost with the process too.)
+
+Replays go in steps of ``replay_batch`` records (the first retry of a failing store tries one
+record), one store call each, and a due batch of hits
+is dealt with between two steps (written, or during a failure episode added to the spill
+behind the records there); neither face of ``append`` waits for a replay (a spend record may
+wait for the one store call in progress, as for any other write). Spill files left by
+processes that died are adopted and replayed too. The spill file keeps its progress, so a
+crash during a replay repeats at most one step, and the stores keep one copy of a record
+written twice (SQLite by its unique id; Redis by its per-day sets of record ids, see
+:mod:`accounting.ledger.redis`).
 """
 
 from __future__ import annotations
@@ -34,14 +61,8 @@ from types import TracebackType
 from typing import Final
 
 from accounting._exceptions import LedgerError
-from accounting.ledger.base import LedgerStore, LedgerTotals, TotalsStore, chunked
-from accounting.ledger.spill import (
-    FileSpill,
-    MemorySpill,
-    Spill,
-    orphan_files,
-    read_spill_file,
-)
+from accounting.ledger.base import LedgerStore, LedgerTotals, TotalsStore
+from accounting.ledger.spill import FileSpill, MemorySpill, Spill, orphan_files
 from accounting.record import CallRecord
 
 __all__ = ["Ledger", "LedgerStats"]
@@ -60,9 +81,12 @@ class LedgerStats:
     Attributes:
         written: records the store committed when they were appended (or their batch flushed).
         batched: hit records accepted for batching.
-        pending: hit records waiting in the batch now.
-        failed: store calls that failed (appends, batch writes, replays).
-        spilled: records put in the spill because the store failed or was failing.
+        pending: hit records waiting in the batch now (at most ``batch_size``).
+        failed: store calls that failed (appends, batch writes, replays, adoptions).
+        spilled: records put in the spill: the store failed or was failing, or (``overflowed``)
+            the batch was full.
+        overflowed: hit records that found ``batch_size`` records waiting for a busy writer,
+            and went to the spill instead of memory (or were dropped if it was full).
         replayed: spilled (or adopted) records the store committed later.
         dropped: records lost: the spill was full, or the ledger was closed.
         spill_size: records in the spill now.
@@ -77,6 +101,7 @@ class LedgerStats:
     pending: int
     failed: int
     spilled: int
+    overflowed: int
     replayed: int
     dropped: int
     spill_size: int
@@ -92,10 +117,12 @@ class Ledger:
     Args:
         store: where records go (:class:`~accounting.ledger.SQLiteStore`,
             :class:`~accounting.ledger.RedisStore`, or any :class:`LedgerStore`).
-        batch_size: hit records written together; also the most that a crash may lose.
+        batch_size: hit records written together, and the most that wait in memory besides
+            the batch being written (so a crash loses at most twice this many).
         batch_interval: seconds a hit record waits for its batch at most.
         spill_dir: directory for this process's spill file (kept across a crash and adopted
-            by the next ledger using the directory); ``None`` keeps spilled records in memory.
+            by the next ledger using the directory); ``None`` keeps spilled records in memory,
+            where a crash loses them.
         spill_limit: records the spill holds at most (default 100,000 in a file, 10,000 in
             memory); past it records are dropped and counted.
         retry_interval: seconds between attempts to write the spill back to a failing store.
@@ -104,10 +131,11 @@ class Ledger:
     Raises:
         ValueError: a bad option value.
 
-    Thread-safe. ``append`` is the request path; :meth:`aappend` is its asyncio face (the
-    store call runs in a worker thread). Close the ledger (or use it as a context manager):
-    that writes what is pending and stops its thread; an ``atexit`` hook does it for a
-    ledger still open when the interpreter exits.
+    Thread-safe. ``append`` is the request path; :meth:`aappend` is its asyncio face (store
+    calls run in a worker thread). What is durable when, and how long a call may wait: see
+    :mod:`accounting.ledger.front`. Close the ledger (or use it as a context manager): that
+    writes what is pending and stops its thread; an ``atexit`` hook does it for a ledger still
+    open when the interpreter exits.
     """
 
     def __init__(
@@ -149,9 +177,11 @@ class Ledger:
 
         self._lock = threading.Lock()  # guards everything below; never held across store I/O
         self._wake = threading.Condition(self._lock)
-        self._io = threading.Lock()  # one batch write or replay at a time, in order
+        # One store write of the background kind at a time (a batch, or one replay step), so
+        # at most one batch is in flight. Held for one store call, never for a whole replay;
+        # the request path only ever tries it (acquire(blocking=False)).
+        self._io = threading.Lock()
         self._pending: list[CallRecord] = []
-        self._in_flight = 0  # hit records of the batch being written now
         self._oldest = 0.0  # monotonic time the oldest pending record arrived
         self._failing = False
         self._retry_at = 0.0
@@ -159,7 +189,8 @@ class Ledger:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._written = self._batched = self._failed = self._spilled = 0
-        self._replayed = self._dropped = self._episodes = 0
+        self._overflowed = self._replayed = self._dropped = self._episodes = 0
+        self._adopted_corrupt = 0
         self._last_error: str | None = None
 
     def __repr__(self) -> str:
@@ -184,17 +215,24 @@ class Ledger:
             if record.spent if durable is None else durable:
                 self._write(record)
             elif self._enqueue(record):
-                self._flush_batch()
+                self._flush_batch(wait=False)
         except Exception as exc:  # a bug here must still not reach the caller
             self._lost(record, exc)
 
     async def aappend(self, record: CallRecord, *, durable: bool | None = None) -> None:
-        """:meth:`append` for asyncio code: store calls run in a worker thread. Never raises."""
+        """:meth:`append` for asyncio code: store calls run in a worker thread. Never raises.
+
+        A hit record never waits for another write: when one is in progress the due batch is
+        left to the background thread, without a trip to a worker thread.
+        """
         try:
             if record.spent if durable is None else durable:
                 await asyncio.to_thread(self._write, record)
             elif self._enqueue(record):
-                await asyncio.to_thread(self._flush_batch)
+                if self._io.locked():
+                    self._nudge()
+                else:
+                    await asyncio.to_thread(self._flush_batch, False)
         except Exception as exc:
             self._lost(record, exc)
 
@@ -222,20 +260,40 @@ class Ledger:
                 self._drop(record, "the ledger is closed")
                 return False
             self._start()
+            if len(self._pending) >= self.batch_size:
+                # A full batch waits for its writer, busy with the batch before it or a replay
+                # step: memory takes no more (the loss bound in the module docstring), the
+                # spill does, and the background thread writes it back.
+                self._overflowed += 1
+                self._keep(record)
+                self._wake.notify()
+                return False
             self._pending.append(record)
             self._batched += 1
             now = time.monotonic()
             if len(self._pending) == 1:
                 self._oldest = now
                 self._wake.notify()  # the flusher now has a deadline
-            # A batch the flusher is writing counts too: a crash would lose it with the rest.
-            return (
-                len(self._pending) + self._in_flight >= self.batch_size
-                or now - self._oldest >= self.batch_interval
-            )
+            return self._due(now)
 
-    def _flush_batch(self) -> None:
-        with self._io:
+    def _due(self, now: float) -> bool:
+        # Called with self._lock held.
+        return bool(self._pending) and (
+            len(self._pending) >= self.batch_size or now - self._oldest >= self.batch_interval
+        )
+
+    def _nudge(self) -> None:
+        with self._lock:
+            self._wake.notify()
+
+    def _flush_batch(self, wait: bool = True) -> None:
+        """Write the pending batch; with ``wait=False`` only if no other write is in progress."""
+        if not self._io.acquire(blocking=wait):
+            # A batch or a replay step is being written: the flusher takes this batch as soon
+            # as that is done, and the request path goes on.
+            self._nudge()
+            return
+        try:
             with self._lock:
                 batch, self._pending = self._pending, []
                 if not batch:
@@ -244,42 +302,50 @@ class Ledger:
                     for record in batch:
                         self._keep(record)
                     return
-                self._in_flight = len(batch)
             try:
                 self._store.append_many(batch)
             except Exception as exc:
                 self._store_failed(exc, batch)
                 return
-            else:
-                with self._lock:
-                    self._written += len(batch)
-            finally:
-                with self._lock:
-                    self._in_flight = 0
+            with self._lock:
+                self._written += len(batch)
+        finally:
+            self._io.release()
+
+    def _flush_due(self) -> None:
+        """Write the pending batch if it is due (between replay steps)."""
+        with self._lock:
+            due = self._due(time.monotonic())
+        if due:
+            self._flush_batch()
 
     # -- failures and the spill -----------------------------------------------------------------
 
+    def _failure(self, exc: BaseException) -> None:
+        # Called with self._lock held: count a failed store call; start an episode if none is on.
+        self._failed += 1
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        self._retry_at = time.monotonic() + self.retry_interval
+        if not self._failing:
+            self._failing = True
+            self._episodes += 1
+            self._drop_logged = False
+            where = self.spill_dir if self.spill_dir is not None else "memory"
+            log.warning(
+                "ledger store %s is failing (%s); records are kept in the spill (%s) and "
+                "written back when it works again (retry every %gs)",
+                self._store_name,
+                self._last_error,
+                where,
+                self.retry_interval,
+            )
+        self._wake.notify()
+
     def _store_failed(self, exc: BaseException, records: list[CallRecord]) -> None:
         with self._lock:
-            self._failed += 1
-            self._last_error = f"{type(exc).__name__}: {exc}"
-            if not self._failing:
-                self._failing = True
-                self._episodes += 1
-                self._drop_logged = False
-                self._retry_at = time.monotonic() + self.retry_interval
-                where = self.spill_dir if self.spill_dir is not None else "memory"
-                log.warning(
-                    "ledger store %s is failing (%s); records are kept in the spill (%s) and "
-                    "written back when it works again (retry every %gs)",
-                    self._store_name,
-                    self._last_error,
-                    where,
-                    self.retry_interval,
-                )
+            self._failure(exc)
             for record in records:
                 self._keep(record)
-            self._wake.notify()
 
     def _keep(self, record: CallRecord) -> None:
         # Called with self._lock held.
@@ -329,72 +395,107 @@ class Ledger:
     def _spills(self) -> list[Spill]:
         return [self._spill] if self._fallback is None else [self._spill, self._fallback]
 
+    def _spilled_now(self) -> int:
+        # Called with self._lock held.
+        return sum(s.size for s in self._spills())
+
+    def _replay_step(self, spill: Spill, n: int) -> tuple[int, int]:
+        """Write the oldest ``n`` records of ``spill`` to the store, as one store call.
+
+        Returns:
+            Records written and lines removed from the spill (corrupt ones included).
+
+        Raises:
+            Exception: the store (or the spill file) failed; the records stay in the spill.
+        """
+        with self._io:
+            batch = spill.take(n)
+            if batch:
+                self._store.append_many(batch)
+            return len(batch), spill.done()
+
     def _replay(self) -> bool:
         """Write the spill back to the store; ``True`` when it is empty and the episode over."""
-        with self._io:
-            for spill in self._spills():
-                while spill.size:
-                    before = spill.size
-                    try:
-                        batch = spill.take(self.replay_batch)
-                        self._store.append_many(batch)
-                    except Exception as exc:
-                        self._replay_failed(exc)
-                        return False
-                    spill.done()
+        # While the store is failing, a retry tries one record first: reading and decoding a
+        # whole step only to see the store fail again would cost the request path's threads
+        # (the GIL) at every retry of an outage.
+        probe = self._failing
+        for spill in self._spills():
+            while spill.size:
+                self._flush_due()  # hits due wait for one replay step at most, not all of it
+                try:
+                    written, removed = self._replay_step(spill, 1 if probe else self.replay_batch)
+                    probe = False
+                except Exception as exc:
                     with self._lock:
-                        self._replayed += len(batch)
-                    if spill.size >= before:
-                        break  # no progress (cannot happen): never spin here
-            with self._lock:
-                if any(s.size for s in self._spills()):
+                        self._failure(exc)
                     return False
-                if self._failing:
-                    self._failing = False
-                    self._fallback = None
-                    log.warning(
-                        "ledger store %s works again; the spill is written back (%d records "
-                        "replayed so far, %d dropped)",
-                        self._store_name,
-                        self._replayed,
-                        self._dropped,
-                    )
-            return True
-
-    def _replay_failed(self, exc: BaseException) -> None:
+                with self._lock:
+                    self._replayed += written
+                if not removed:
+                    break  # no progress (cannot happen): never spin here
         with self._lock:
-            self._failed += 1
-            self._last_error = f"{type(exc).__name__}: {exc}"
-            self._failing = True
-            self._retry_at = time.monotonic() + self.retry_interval
+            if self._spilled_now():
+                return False
+            if self._failing:
+                self._failing = False
+                self._fallback = None
+                log.warning(
+                    "ledger store %s works again; the spill is written back (%d records "
+                    "replayed so far, %d dropped)",
+                    self._store_name,
+                    self._replayed,
+                    self._dropped,
+                )
+            return True
 
     def _adopt(self) -> None:
         """Replay the spill files other ledgers left in ``spill_dir`` (their owner is gone)."""
         if self.spill_dir is None or not self.spill_dir.is_dir():
             return
         own = self._spill.path if isinstance(self._spill, FileSpill) else None
-        with self._io:
-            for path, fd in orphan_files(self.spill_dir, own):
+        for path, fd in orphan_files(self.spill_dir, own):
+            replayed = 0
+            try:
+                # A dup: the adopted spill closes its own descriptor, orphan_files its one.
+                mine = os.dup(fd)
                 try:
-                    records = read_spill_file(fd, path)
-                    for chunk in chunked(records, self.replay_batch):
-                        self._store.append_many(chunk)
-                except Exception as exc:
-                    # The file stays for the next attempt; the store's failure shows on the
-                    # next append, which starts an episode if it is more than a blip.
-                    with self._lock:
-                        self._failed += 1
-                        self._last_error = f"{type(exc).__name__}: {exc}"
-                    return
-                path.unlink(missing_ok=True)
+                    adopted = FileSpill.adopt(path, mine)
+                except BaseException:
+                    os.close(mine)
+                    raise
+            except OSError as exc:
                 with self._lock:
-                    self._replayed += len(records)
-                log.warning(
-                    "ledger %s: replayed %d records from %s, left by a process that exited",
-                    self._store_name,
-                    len(records),
-                    path,
-                )
+                    self._failed += 1
+                    self._last_error = f"{type(exc).__name__}: {exc}"
+                continue
+            try:
+                while adopted.size:
+                    self._flush_due()
+                    written, removed = self._replay_step(adopted, self.replay_batch)
+                    replayed += written
+                    with self._lock:
+                        self._replayed += written
+                    if not removed:
+                        break
+            except Exception as exc:
+                # The file stays, its header at the first record not yet replayed, for the
+                # next attempt; the store's failure shows on the next append, which starts an
+                # episode if it is more than a blip.
+                with self._lock:
+                    self._failed += 1
+                    self._last_error = f"{type(exc).__name__}: {exc}"
+                return
+            finally:
+                with self._lock:
+                    self._adopted_corrupt += adopted.corrupt
+                adopted.close()  # removes the file once every record in it is replayed
+            log.warning(
+                "ledger %s: replayed %d records from %s, left by a process that exited",
+                self._store_name,
+                replayed,
+                path,
+            )
 
     # -- the background thread ------------------------------------------------------------------
 
@@ -418,17 +519,19 @@ class Ledger:
                     if self._closed:
                         return
                     now = time.monotonic()
-                    flush = bool(self._pending) and (
-                        len(self._pending) >= self.batch_size
-                        or now - self._oldest >= self.batch_interval
-                    )
-                    replay = self._failing and now >= self._retry_at
-                    failing = self._failing
+                    flush = self._due(now)
+                    if self._failing:
+                        replay = now >= self._retry_at
+                        adopt = False
+                    else:
+                        # Records overflowed from a full batch are written back at once.
+                        replay = self._spilled_now() > 0
+                        adopt = now >= next_adopt
                 if flush:
                     self._flush_batch()
                 if replay:
                     self._replay()
-                elif not failing and now >= next_adopt:
+                elif adopt:
                     next_adopt = now + self.retry_interval
                     self._adopt()
             except Exception:  # the flusher must outlive any surprise
@@ -439,24 +542,34 @@ class Ledger:
 
     def _next_deadline(self) -> float:
         # Called with self._lock held.
-        deadline = time.monotonic() + self.retry_interval
-        if self._pending:
+        now = time.monotonic()
+        deadline = now + self.retry_interval
+        if len(self._pending) >= self.batch_size:
+            deadline = now  # due; a nudge may have come while this thread was busy writing
+        elif self._pending:
             deadline = min(deadline, self._oldest + self.batch_interval)
         if self._failing:
             deadline = min(deadline, self._retry_at)
+        elif self._spilled_now():
+            deadline = now
         return deadline
 
     # -- flushing, reading, closing -------------------------------------------------------------
 
     def flush(self) -> bool:
-        """Write the pending batch now, and the spill back if the store was failing. Never raises.
+        """Write the pending batch now, and the spill back if it holds records. Never raises.
+
+        Also adopts spill files left by processes that exited. Unlike :meth:`append`, this
+        waits for writes and replays in progress.
 
         Returns:
             ``True`` when every record appended so far has reached the store.
         """
         try:
             self._flush_batch()
-            if self._failing or any(s.size for s in self._spills()):
+            with self._lock:
+                replay = self._failing or self._spilled_now() > 0
+            if replay:
                 self._replay()
             if not self._failing:
                 self._adopt()
@@ -466,7 +579,7 @@ class Ledger:
                 self._last_error = f"{type(exc).__name__}: {exc}"
             log.exception("ledger %s: flush failed", self._store_name)
         with self._lock:
-            return not self._pending and not any(s.size for s in self._spills())
+            return not self._pending and not self._spilled_now()
 
     async def aflush(self) -> bool:
         """:meth:`flush` in a worker thread."""
@@ -510,10 +623,11 @@ class Ledger:
                 pending=len(self._pending),
                 failed=self._failed,
                 spilled=self._spilled,
+                overflowed=self._overflowed,
                 replayed=self._replayed,
                 dropped=self._dropped,
                 spill_size=sum(s.size for s in spills),
-                corrupt=corrupt + sum(s.corrupt for s in spills),
+                corrupt=corrupt + self._adopted_corrupt + sum(s.corrupt for s in spills),
                 episodes=self._episodes,
                 failing=self._failing,
                 last_error=self._last_error,

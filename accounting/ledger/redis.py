@@ -13,12 +13,22 @@ Keys, under ``prefix`` (default ``llmcache:ledger:``):
   ``h`` (its checksum). With ``maxlen`` set, each XADD trims the stream to about ``maxlen``
   entries (``MAXLEN ~``: Redis trims whole nodes, so a few more may stay); the counters are
   not affected by the trim. Without it the stream keeps every record.
+- ``<prefix>seen:<YYYY-MM-DD>``: a set per UTC day (of ``record.time``) of the ids of the
+  records written, which makes writes idempotent (below). Each write sets it to expire
+  ``dedupe_retention`` seconds (7 days by default) after the end of its day or after now,
+  whichever is later. It costs about 90 bytes of server memory per record (a small record's
+  stream entry takes about 600).
+
+Each record is counted once. A record may be written again after a crash (a process that died
+while replaying its spill leaves the batch it was writing to be replayed once more) or when a
+reply was lost (a timeout after the server applied the write): the script first checks every
+record's id against its day's set and, if any is there, writes nothing and names them; the
+client drops those and sends the rest again, with counters summed without them. So a record
+written again within ``dedupe_retention`` of its previous write adds nothing; later it would
+be counted twice.
 
 Durability is the server's: an append returns once the server applied it; whether that
 survives a server crash depends on its persistence (``appendonly yes`` and ``appendfsync``).
-Writes are at least once: a write whose reply was lost (a timeout after the server applied
-it) is replayed by the :class:`~accounting.ledger.Ledger` and then counted twice. The SQLite
-store, keyed by record id, keeps one row per record however often it is written.
 
 Redis Cluster: the script touches several keys, which must then share a slot: put a hash
 tag in the prefix (``llmcache:{ledger}:``) and pass a cluster client.
@@ -28,6 +38,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -43,12 +54,13 @@ from accounting.ledger.base import (
     aggregate,
     check_dimension,
     day_bounds,
+    day_of,
     decode_record,
     encode_record,
 )
 from accounting.record import CallRecord
 
-__all__ = ["DEFAULT_PREFIX", "RedisStore"]
+__all__ = ["DEFAULT_DEDUPE_RETENTION", "DEFAULT_PREFIX", "RedisStore"]
 
 log = logging.getLogger("accounting.ledger")
 
@@ -57,17 +69,60 @@ DEFAULT_PREFIX: Final = "llmcache:ledger:"
 # Stream entries read per XRANGE while iterating records().
 _PAGE: Final = 500
 _ERRORS: Final = (redis.exceptions.RedisError, OSError)
+#: Seconds after a record was written (and after its UTC day) during which writing it again
+#: adds nothing.
+DEFAULT_DEDUPE_RETENTION: Final = 7 * 86400.0
 # One script call per append: the stream entries and the counter increments run atomically,
-# and one command costs the client far less than a MULTI of dozens of HINCRBYs. ARGV: maxlen
-# (0 = no trim), the number of records, (JSON, checksum) per record, then per (day, dimension,
-# name): the index of its hash in KEYS, the name, and its counters as "calls=1,output_cost=12"
-# (counter names are [a-z_]; the name, which may hold any character, travels on its own).
-# Increments reach HINCRBY as the digit strings they arrived as: Lua numbers are doubles and
-# would round amounts past 2^53 pico-dollars.
+# and one command costs the client far less than a MULTI of dozens of HINCRBYs.
+# KEYS: the stream, then the seen sets and totals hashes that ARGV points at by index.
+# ARGV: maxlen (0 = no trim), the number of records n, the number of seen sets m; per seen set
+# its index in KEYS, its expiry (Unix ms), the number of ids c and the c ids; per record its
+# JSON and checksum; then per (day, dimension, name): the index of its hash, the name, and its
+# counters as "calls=1,output_cost=12" (counter names are [a-z_]; the name, which may hold any
+# character, travels on its own). Increments reach HINCRBY as the digit strings they arrived
+# as: Lua numbers are doubles and would round amounts past 2^53 pico-dollars, which is also why
+# the counters are summed by the client, and why a batch holding a record written already is
+# refused whole (the ids written already are returned) rather than written in part.
+# Ids are checked and added with SMISMEMBER and SADD of up to 1,000 ids at a time (Lua's
+# unpack has a limit); a server older than Redis 6.2 has no SMISMEMBER: one SISMEMBER each.
 _APPEND: Final = """
 local maxlen = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
-local i = 3
+local m = tonumber(ARGV[3])
+local sets = {}
+local i = 4
+for s = 1, m do
+  local c = tonumber(ARGV[i + 2])
+  sets[s] = {KEYS[tonumber(ARGV[i])], ARGV[i + 1], i + 3, i + 2 + c}
+  i = i + 3 + c
+end
+local seen = {}
+for _, set in ipairs(sets) do
+  for from = set[3], set[4], 1000 do
+    local to = math.min(from + 999, set[4])
+    local found = redis.pcall('SMISMEMBER', set[1], unpack(ARGV, from, to))
+    if type(found) == 'table' and found.err then
+      found = {}
+      for k = from, to do
+        found[k - from + 1] = redis.call('SISMEMBER', set[1], ARGV[k])
+      end
+    end
+    for k, f in ipairs(found) do
+      if f == 1 then
+        seen[#seen + 1] = ARGV[from + k - 1]
+      end
+    end
+  end
+end
+if #seen > 0 then
+  return seen
+end
+for _, set in ipairs(sets) do
+  for from = set[3], set[4], 1000 do
+    redis.call('SADD', set[1], unpack(ARGV, from, math.min(from + 999, set[4])))
+  end
+  redis.call('PEXPIREAT', set[1], set[2])
+end
 for _ = 1, n do
   if maxlen > 0 then
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'r', ARGV[i], 'h', ARGV[i + 1])
@@ -79,12 +134,12 @@ end
 while i <= #ARGV do
   local key = KEYS[tonumber(ARGV[i])]
   local suffix = ':' .. ARGV[i + 1]
-  for counter, n in string.gmatch(ARGV[i + 2], '([%w_]+)=(%-?%d+)') do
-    redis.call('HINCRBY', key, counter .. suffix, n)
+  for counter, c in string.gmatch(ARGV[i + 2], '([%w_]+)=(%-?%d+)') do
+    redis.call('HINCRBY', key, counter .. suffix, c)
   end
   i = i + 3
 end
-return n
+return seen
 """
 
 
@@ -121,6 +176,9 @@ class RedisStore:
         skew: seconds by which a record's time may precede its arrival in the stream (the
             call's duration, clock differences between hosts, a replay after an outage):
             :meth:`records` starts its scan this much before ``since``.
+        dedupe_retention: seconds during which a record's id is remembered after it was
+            written (and after the end of its UTC day), so that writing it again adds nothing
+            (7 days by default; see the module).
 
     Raises:
         ValueError: neither or both of ``url`` and ``client``, or a bad option value.
@@ -139,6 +197,7 @@ class RedisStore:
         socket_timeout: float = 0.25,
         connect_timeout: float = 0.25,
         skew: float = 3600.0,
+        dedupe_retention: float = DEFAULT_DEDUPE_RETENTION,
     ) -> None:
         if (url is None) == (client is None):
             raise ValueError("RedisStore needs exactly one of url or client")
@@ -148,9 +207,12 @@ class RedisStore:
             raise ValueError("RedisStore socket_timeout and connect_timeout must be > 0")
         if skew < 0:
             raise ValueError(f"RedisStore skew must be >= 0, got {skew}")
+        if dedupe_retention <= 0:
+            raise ValueError(f"RedisStore dedupe_retention must be > 0, got {dedupe_retention}")
         self.prefix = prefix
         self.maxlen = maxlen
         self.skew = skew
+        self.dedupe_retention = dedupe_retention
         self.stream = f"{prefix}records"
         if url is not None:
             self.name = f"redis:{_redact(url)}"
@@ -167,6 +229,7 @@ class RedisStore:
             self._own = False
         self._closed = False
         self._corrupt = 0
+        self._duplicates = 0
         # EVALSHA, loaded on first use (and again after a server restart: NOSCRIPT).
         self._script = self._client.register_script(_APPEND)
 
@@ -177,6 +240,15 @@ class RedisStore:
     def corrupt(self) -> int:
         """Stream entries (and counter fields) skipped because they failed to decode."""
         return self._corrupt
+
+    @property
+    def duplicates(self) -> int:
+        """Records not written because they had been already (a replay, a lost reply)."""
+        return self._duplicates
+
+    def seen_key(self, day: str) -> str:
+        """The set of the ids of the records of UTC day ``day`` (``YYYY-MM-DD``) written."""
+        return f"{self.prefix}seen:{day}"
 
     def totals_key(self, day: str, by: str) -> str:
         """The hash holding dimension ``by`` of UTC day ``day`` (``YYYY-MM-DD``)."""
@@ -201,20 +273,50 @@ class RedisStore:
         self.append_many((record,))
 
     def append_many(self, records: Sequence[CallRecord]) -> None:
-        """Add the counters and stream entries of ``records`` atomically (one Lua script call).
+        """Add the counters and stream entries of ``records`` atomically, each record once.
 
         The counters of the batch are summed first (one HINCRBY per day, dimension, name and
         counter), so a batch of hits by a few users costs a few increments and one XADD each.
+        Records written already (same id, within ``dedupe_retention``) are left out and
+        counted in :attr:`duplicates`; that takes a second script call, only then.
 
         Raises:
             LedgerError: the server did not confirm the write; it applied all or nothing
-                (unless the reply alone was lost).
+                (unless the reply alone was lost, and then writing again adds nothing).
         """
-        if not records:
-            return
-        client = self._live()
+        unique = list({r.id: r for r in records}.values())
+        self._duplicates += len(records) - len(unique)
+        while unique:
+            client = self._live()
+            keys, args = self._arguments(unique)
+            try:
+                seen = self._script(keys=keys, args=args, client=client)
+            except _ERRORS as exc:
+                raise self._error(exc) from exc
+            if not seen:
+                return
+            written = {_text(i) for i in seen}
+            self._duplicates += len(written)
+            unique = [r for r in unique if r.id not in written]
+
+    def _arguments(self, records: Sequence[CallRecord]) -> tuple[list[str], list[str | int]]:
+        """KEYS and ARGV of the append script for ``records`` (distinct ids)."""
         keys = [self.stream]
-        args: list[str | int] = [self.maxlen or 0, len(records)]
+        per_day: dict[str, list[str]] = {}
+        args: list[str | int] = []
+        for record in records:
+            day = day_of(record.time)
+            ids = per_day.get(day)
+            if ids is None:
+                ids = per_day[day] = []
+            ids.append(record.id)
+        now = time.time()
+        head: list[str | int] = [self.maxlen or 0, len(records), len(per_day)]
+        for day, ids in per_day.items():
+            keys.append(self.seen_key(day))
+            _, _, end = day_bounds(day)
+            head.extend((len(keys), int((max(end, now) + self.dedupe_retention) * 1000), len(ids)))
+            head.extend(ids)
         for record in records:
             args.extend(encode_record(record))
         index: dict[str, int] = {}
@@ -225,10 +327,7 @@ class RedisStore:
                 keys.append(key)
                 k = index[key] = len(keys)
             args.extend((k, name, ",".join(f"{c}={n}" for c, n in values.items())))
-        try:
-            self._script(keys=keys, args=args, client=client)
-        except _ERRORS as exc:
-            raise self._error(exc) from exc
+        return keys, head + args
 
     def records(
         self, since: float | None = None, until: float | None = None

@@ -14,6 +14,20 @@ connections queueing on the same file lock; the lock is held for one statement (
 microseconds). Several processes may write the same file: a writer that finds it locked waits
 up to ``busy_timeout`` seconds (SQLite's busy handler) before the write fails.
 
+A write waits ``busy_timeout`` *in all*, not per thread queued before it: the wait for the
+connection counts against it (the statement's busy handler gets what is left), and when the
+write holding the connection gives up on a locked file, the writes queued behind it fail at
+once, with the same error, instead of each waiting its own ``busy_timeout`` in turn (8 threads
+would otherwise wait 1, 2, ... 8 timeouts). The :class:`~accounting.ledger.Ledger` puts them in
+its spill, so nothing is lost.
+
+``busy_timeout`` is 0.5 s by default (Python's ``sqlite3`` uses 5 s): a write waits this long on
+the request path at worst, once per failure episode. A ledger write holds the file's lock for
+well under 10 ms (one INSERT, or one batch of a few hundred rows; WAL checkpoints do not take
+it), so a lock held for half a second is something else (a long transaction of another tool, a
+backup, a ``VACUUM``): better to spill the record and write it back later than to hold up the
+call any longer.
+
 Schema. Table ``calls`` holds each record's JSON (:func:`~accounting.ledger.base.encode_record`)
 and its checksum, plus columns reports filter and group on: ``time`` (indexed), ``user``,
 ``feature``, ``task``, ``model``, ``status``, ``cache`` and ``cost``, the exact total in USD as
@@ -38,9 +52,10 @@ from typing import Any, Final
 
 from accounting._exceptions import LedgerError
 from accounting.ledger.base import LedgerTotals, day_bounds, decode_record, encode_record, totals_of
+from accounting.money import text as usd_text
 from accounting.record import CallRecord
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+__all__ = ["DEFAULT_BUSY_TIMEOUT", "SCHEMA_VERSION", "SQLiteStore"]
 
 log = logging.getLogger("accounting.ledger")
 
@@ -50,6 +65,15 @@ _SYNCHRONOUS: Final = ("NORMAL", "FULL")
 # Rows fetched per query while iterating records(): each page is one short read, so a long
 # report never holds the connection (or a read transaction) while its caller works.
 _PAGE: Final = 500
+#: Seconds a write waits for another process's write lock unless told otherwise (see above).
+DEFAULT_BUSY_TIMEOUT: Final = 0.5
+# The least a write waits for another thread's statement on the connection, whatever
+# busy_timeout says: such a statement normally takes tens of microseconds, and a busy_timeout
+# of 0 ("never wait for another process") must not turn that into a failure.
+_MIN_LOCK_WAIT: Final = 0.05
+# A write that waited longer than this for the connection runs its statement with a busy
+# timeout cut down to what is left of busy_timeout.
+_SHORTEN_AFTER: Final = 0.001
 
 _TABLES: Final = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -88,10 +112,15 @@ def _row(record: CallRecord) -> tuple[Any, ...]:
         record.model_served or record.model_requested,
         record.status.value,
         record.cache.value,
-        None if record.cost is None else str(record.cost.total),
+        None if record.cost is None else usd_text(record.cost.total),
         text,
         checksum,
     )
+
+
+def _busy_timeout(conn: sqlite3.Connection, seconds: float) -> None:
+    # The connection's busy handler, for its next statements (SQLite, "PRAGMA busy_timeout").
+    conn.execute(f"PRAGMA busy_timeout = {max(0, int(seconds * 1000))}")
 
 
 def _locked(exc: sqlite3.Error) -> bool:
@@ -107,7 +136,8 @@ class SQLiteStore:
         path: the database file; it and its directory are created on first use.
         synchronous: ``"NORMAL"`` (durable against a killed process, not a power loss) or
             ``"FULL"`` (fsync at every commit: durable against power loss, slower).
-        busy_timeout: seconds a write waits for another process's write lock before failing.
+        busy_timeout: seconds a write waits in all (for the connection, then for another
+            process's write lock) before failing; 0.5 by default (see the module).
 
     Raises:
         ValueError: a bad ``synchronous`` or ``busy_timeout``.
@@ -122,7 +152,7 @@ class SQLiteStore:
         path: str | os.PathLike[str],
         *,
         synchronous: str = "NORMAL",
-        busy_timeout: float = 5.0,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
     ) -> None:
         mode = synchronous.upper()
         if mode not in _SYNCHRONOUS:
@@ -137,6 +167,9 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._corrupt = 0
+        # Monotonic time a write last gave up on a locked file: writes that were queued for
+        # the connection before it fail at once (see the module).
+        self._gave_up = float("-inf")
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -173,6 +206,8 @@ class SQLiteStore:
                 if isinstance(exc, LedgerError):
                     raise
                 if isinstance(exc, sqlite3.Error):
+                    if _locked(exc):
+                        self._gave_up = time.monotonic()
                     raise self._error(exc) from exc
                 raise
             self._conn = conn
@@ -252,14 +287,60 @@ class SQLiteStore:
         # Called with self._lock held. A busy file is a wait that ran out; any other error may
         # leave the connection unusable (I/O error, file replaced): open a fresh one next time.
         conn = self._conn
+        locked = _locked(exc)
+        if locked:
+            self._gave_up = time.monotonic()
         if conn is not None:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-            if not _locked(exc):
+            if not locked:
                 self._conn = None
                 conn.close()
         return self._error(exc)
+
+    def _begin_write(self) -> tuple[sqlite3.Connection, bool]:
+        """Take the connection for one write, within ``busy_timeout`` in all (see the module).
+
+        Returns:
+            The connection, with ``self._lock`` held, and whether its busy timeout was cut
+            down for this write (:meth:`_end_write` restores it and releases the lock).
+
+        Raises:
+            LedgerError: no write now: the connection stayed busy, a write ahead of this one
+                gave up on the locked file meanwhile, or the database cannot be opened.
+        """
+        start = time.monotonic()
+        if not self._lock.acquire(timeout=max(self.busy_timeout, _MIN_LOCK_WAIT)):
+            raise LedgerError(
+                f"ledger {self.path}: database is busy: another thread's write held the "
+                f"connection for more than busy_timeout ({self.busy_timeout:g}s)",
+                store=self.name,
+            )
+        try:
+            if self._gave_up >= start:
+                raise LedgerError(
+                    f"ledger {self.path}: database is locked: the write ahead of this one "
+                    f"waited busy_timeout ({self.busy_timeout:g}s) for it and gave up",
+                    store=self.name,
+                )
+            conn = self._connection()
+            waited = time.monotonic() - start
+            if waited > _SHORTEN_AFTER:
+                _busy_timeout(conn, self.busy_timeout - waited)
+                return conn, True
+            return conn, False
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _end_write(self, conn: sqlite3.Connection, shortened: bool) -> None:
+        try:
+            if shortened and self._conn is conn:
+                with contextlib.suppress(sqlite3.Error):
+                    _busy_timeout(conn, self.busy_timeout)
+        finally:
+            self._lock.release()
 
     # -- LedgerStore ----------------------------------------------------------------------------
 
@@ -271,15 +352,18 @@ class SQLiteStore:
                 disk full, read-only, unreadable or newer schema ...).
         """
         row = _row(record)
-        with self._lock:
-            conn = self._connection()
-            try:
-                conn.execute(_INSERT, row)
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from exc
+        conn, shortened = self._begin_write()
+        try:
+            conn.execute(_INSERT, row)
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+        finally:
+            self._end_write(conn, shortened)
 
     def append_many(self, records: Sequence[CallRecord]) -> None:
         """Write ``records`` in one transaction: all are committed, or none.
+
+        A record whose id is in the file already (a replay) is skipped: one row per id.
 
         Raises:
             LedgerError: no record was written.
@@ -287,14 +371,15 @@ class SQLiteStore:
         if not records:
             return
         rows = [_row(r) for r in records]
-        with self._lock:
-            conn = self._connection()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.executemany(_INSERT, rows)
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from exc
+        conn, shortened = self._begin_write()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(_INSERT, rows)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+        finally:
+            self._end_write(conn, shortened)
 
     def records(
         self, since: float | None = None, until: float | None = None
