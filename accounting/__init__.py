@@ -27,8 +27,9 @@ from accounting._exceptions import (
 from accounting.attribute import UNATTRIBUTED, Attribution, attribute, carry, current_attribution
 from accounting.budgets import BudgetLimit, Budgets
 from accounting.ledger import Ledger, default_ledger
-from accounting.meter import Accountant, CallRequest, Meter, collecting
+from accounting.meter import Accountant, Meter, collecting
 from accounting.money import Cost
+from accounting.plan import CallRequest
 from accounting.pricing import ModelPrice, PriceBook
 from accounting.record import CacheOutcome, CallRecord, Status
 from accounting.tokens import (

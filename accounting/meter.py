@@ -25,9 +25,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -35,11 +34,12 @@ from typing import Any
 
 from accounting._exceptions import BudgetExceeded, BudgetStoreError
 from accounting.attribute import Attribution, current_attribution
-from accounting.budgets import Budgets, Reservation, worst_case_cost
+from accounting.budgets import Budgets, Reservation
 from accounting.export.call import CallEnd, CallExporter, CallHandle, CallStart
 from accounting.ledger import Ledger, default_ledger
 from accounting.money import ZERO, Cost
-from accounting.pricing import ModelPrice, PriceBook
+from accounting.plan import CallRequest, served_cost, worst_case
+from accounting.pricing import PriceBook
 from accounting.record import CacheOutcome, CallRecord, Status
 from accounting.tokens import estimate_prompt_tokens
 from accounting.usage import TokenUsage
@@ -67,84 +67,6 @@ def collecting() -> Iterator[list[CallRecord]]:
         yield records
     finally:
         _collectors.reset(token)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallRequest:
-    """What is known of a call before it is made.
-
-    Attributes:
-        provider: e.g. ``"openai"``.
-        model: the model as sent to the provider.
-        operation: ``"chat"``, ``"embeddings"``, ``"responses"``, ``"completions"``, …
-        messages: the prompt, only to count its tokens for the budget (never stored).
-        tools: tool definitions sent with the prompt (counted as a documented estimate).
-        prompt_tokens: the prompt's token count when the caller has it (skips counting).
-        max_output_tokens: the request's ``max_tokens``/``max_output_tokens``, if any.
-        attribution: who pays; ``None`` is the current :func:`~accounting.attribute`.
-        server_address: the provider's host, for the exported span (``server.address``).
-        server_port: its port.
-        params: the request's arguments (sampling settings for the exported span; the span
-            reads only the names it knows, never the messages).
-    """
-
-    provider: str
-    model: str
-    operation: str = "chat"
-    messages: Sequence[Any] | None = None
-    tools: Sequence[Any] | None = None
-    prompt_tokens: int | None = None
-    max_output_tokens: int | None = None
-    attribution: Attribution | None = None
-    server_address: str | None = None
-    server_port: int | None = None
-    params: Mapping[str, Any] | None = None
-
-
-def worst_case(
-    price: ModelPrice | None, prompt_tokens: int | None, max_output_tokens: int | None
-) -> Decimal | None:
-    """The most a call can cost, or ``None`` when it cannot be bounded.
-
-    Every prompt token at the dearest input-side rate (cache writes may cost more than
-    input), every output token the call may make at the dearest output-side rate. The
-    output bound is the request's own limit, else the model's output limit, else what is
-    left of its context window after the prompt.
-    """
-    if price is None or prompt_tokens is None:
-        return None
-    rates = price.rates_for(prompt_tokens)
-    output = max_output_tokens or rates.max_output_tokens
-    if output is None and rates.context_window is not None:
-        output = max(rates.context_window - prompt_tokens, 0)
-    if output is None:
-        return None
-    dearest_in = max(rates.input, rates.cache_write or ZERO, rates.cached_input or ZERO)
-    dearest_out = max(rates.output, rates.reasoning or ZERO)
-    return worst_case_cost(prompt_tokens, output, dearest_in, dearest_out)
-
-
-_DATE_SUFFIX = re.compile(r"[-@](?:20\d\d-\d\d-\d\d|20\d{6})")
-
-
-def _served(
-    prices: PriceBook, usage: TokenUsage, request: CallRequest, served: str | None
-) -> Cost | None:
-    """Price by the model that answered; by the one asked for only if it is its snapshot.
-
-    A provider reports the snapshot that served a call (``gpt-4o-mini-2024-07-18`` for
-    ``gpt-4o-mini``); when the price table lacks that snapshot the requested name prices it.
-    Any other unknown served model (a gateway that substituted a model) is unpriced, never
-    billed at the price of the model that was asked for.
-    """
-    if served and served != request.model:
-        cost = prices.cost(usage, served, request.provider)
-        if cost is not None:
-            return cost
-        rest = served[len(request.model) :] if served.startswith(request.model) else ""
-        if not _DATE_SUFFIX.fullmatch(rest):
-            return None
-    return prices.cost(usage, request.model, request.provider)
 
 
 class Meter:
@@ -202,7 +124,7 @@ class Meter:
         cache: CacheOutcome,
         compression_tokens_saved: int,
     ) -> CallRecord:
-        cost = _served(self._accountant.prices, usage, self.request, model_served)
+        cost = served_cost(self._accountant.prices, usage, self.request, model_served)
         return self._record(
             model_served=model_served,
             usage=usage,
@@ -255,7 +177,9 @@ class Meter:
     def _failed_record(self, exc: BaseException, usage: TokenUsage | None) -> CallRecord:
         spent = usage if usage is not None else TokenUsage()
         cost = (
-            Cost() if usage is None else _served(self._accountant.prices, usage, self.request, None)
+            Cost()
+            if usage is None
+            else served_cost(self._accountant.prices, usage, self.request, None)
         )
         return self._record(
             usage=spent,
