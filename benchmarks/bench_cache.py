@@ -41,29 +41,26 @@ import gc
 import hashlib
 import json
 import logging
-import math
 import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import diskcache
 import redis
+from _bench import FORBIDDEN_PORT, free_port, private_redis, redis_port, summary
 
 import llmcache
 from llmcache import Cache, DiskTier, MemoryTier, RedisTier
 
-FORBIDDEN_PORT = 6379
 TARGETS = {"memory": 3.0, "redis": 1.3, "disk": 1.5}
 FLOORS = {
     "memory": "canonical JSON + blake2b + dict lookup",
@@ -188,24 +185,6 @@ def make_value() -> dict[str, Any]:
 
 
 # -- measuring --------------------------------------------------------------------------------
-
-
-def percentile(sorted_ns: list[int], q: float) -> float:
-    """Nearest-rank percentile of sorted nanoseconds, in microseconds."""
-    rank = max(1, math.ceil(q * len(sorted_ns)))
-    return sorted_ns[rank - 1] / 1000.0
-
-
-def summary(samples: list[int]) -> dict[str, Any]:
-    """p50, p99, mean and max (microseconds) of per-call nanoseconds."""
-    s = sorted(samples)
-    return {
-        "n": len(s),
-        "p50_us": round(percentile(s, 0.50), 2),
-        "p99_us": round(percentile(s, 0.99), 2),
-        "mean_us": round(sum(s) / len(s) / 1000.0, 2),
-        "max_us": round(s[-1] / 1000.0, 2),
-    }
 
 
 def timer_overhead() -> float:
@@ -459,67 +438,6 @@ def bench_redis_down(dead_url: str, seconds: float, trials: int) -> dict[str, An
 
 
 # -- a private redis-server -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (never 6379)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port != FORBIDDEN_PORT:
-            return port
-
-
-@contextlib.contextmanager
-def private_redis(directory: Path) -> Iterator[tuple[str, str]]:
-    """Start ``redis-server`` on a free loopback port; yield its URL and version; stop it."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("bench_cache: redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(directory),
-            "--logfile", str(directory / "redis.log"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                version = str(client.info("server")["redis_version"])
-                break
-            except redis.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    sys.exit(f"bench_cache: redis-server did not start on port {port}")
-                time.sleep(0.02)
-        client.close()
-        yield url, version
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def redis_port(url: str) -> int | None:
-    """The TCP port of a redis URL (6379 when it names none), ``None`` for a unix socket."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return None
-    return parts.port or FORBIDDEN_PORT
 
 
 # -- output -----------------------------------------------------------------------------------

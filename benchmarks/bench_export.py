@@ -38,10 +38,8 @@ import argparse
 import gc
 import json
 import logging
-import math
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -49,6 +47,8 @@ from decimal import Decimal
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from _bench import free_port, summary
 
 from accounting import Attribution, CacheOutcome, CallRecord, Cost, TokenUsage
 from accounting.export import (
@@ -74,13 +74,6 @@ PARAMS: dict[str, Any] = {
 }
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (nothing will listen on it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def make_record(hit: bool = False) -> CallRecord:
     """A realistic ledger record of a miss (or a hit)."""
     return CallRecord(
@@ -98,24 +91,6 @@ def make_record(hit: bool = False) -> CallRecord:
 
 
 # -- measuring --------------------------------------------------------------------------------
-
-
-def percentile(sorted_ns: list[int], q: float) -> float:
-    """Nearest-rank percentile of sorted nanoseconds, in microseconds."""
-    rank = max(1, math.ceil(q * len(sorted_ns)))
-    return sorted_ns[rank - 1] / 1000.0
-
-
-def summary(samples: list[int]) -> dict[str, Any]:
-    """p50, p99, mean and max (microseconds) of per-call nanoseconds."""
-    s = sorted(samples)
-    return {
-        "n": len(s),
-        "p50_us": round(percentile(s, 0.50), 2),
-        "p99_us": round(percentile(s, 0.99), 2),
-        "mean_us": round(sum(s) / len(s) / 1000.0, 2),
-        "max_us": round(s[-1] / 1000.0, 2),
-    }
 
 
 def request_kwargs() -> dict[str, Any]:

@@ -43,32 +43,28 @@ import contextlib
 import dataclasses
 import gc
 import json
-import math
 import os
 import platform
 import shutil
 import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
+from _bench import FORBIDDEN_PORT, private_redis, redis_port, summary
 
 from accounting import Attribution, CacheOutcome, CallRecord, Cost, TokenUsage
 from accounting.ledger import Ledger, RedisStore, SQLiteStore
 from accounting.ledger.base import encode_record
 from accounting.record import new_record_id
 
-FORBIDDEN_PORT = 6379
 DURABLE_TARGET_US = 100.0  # SQLite, p50
 BATCHED_TARGET = 20_000.0  # records/s
 BATCH_SIZE = 256
@@ -117,24 +113,6 @@ def fresh(template: CallRecord, n: int) -> CallRecord:
 
 
 # -- measuring ----------------------------------------------------------------------------------
-
-
-def percentile(sorted_ns: list[int], q: float) -> float:
-    """Nearest-rank percentile of sorted nanoseconds, in microseconds."""
-    rank = max(1, math.ceil(q * len(sorted_ns)))
-    return sorted_ns[rank - 1] / 1000.0
-
-
-def summary(samples: list[int]) -> dict[str, Any]:
-    """p50, p99, mean and max (microseconds) of per-call nanoseconds."""
-    s = sorted(samples)
-    return {
-        "n": len(s),
-        "p50_us": round(percentile(s, 0.50), 2),
-        "p99_us": round(percentile(s, 0.99), 2),
-        "mean_us": round(sum(s) / len(s) / 1000.0, 2),
-        "max_us": round(s[-1] / 1000.0, 2),
-    }
 
 
 Prepare = Callable[[int], Any]
@@ -357,67 +335,6 @@ def bench_redis(url: str, prefix: str, seconds: float, warmup: float) -> dict[st
 
 
 # -- a private redis-server ---------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (never 6379)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port != FORBIDDEN_PORT:
-            return port
-
-
-@contextlib.contextmanager
-def private_redis(directory: Path) -> Iterator[tuple[str, str]]:
-    """Start ``redis-server`` on a free loopback port; yield its URL and version; stop it."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("bench_ledger: redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(directory),
-            "--logfile", str(directory / "redis.log"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                version = str(client.info("server")["redis_version"])
-                break
-            except redis.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    sys.exit(f"bench_ledger: redis-server did not start on port {port}")
-                time.sleep(0.02)
-        client.close()
-        yield url, version
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def redis_port(url: str) -> int | None:
-    """The TCP port of a redis URL (6379 when it names none), ``None`` for a unix socket."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return None
-    return parts.port or FORBIDDEN_PORT
 
 
 def filesystem(path: Path) -> str:
