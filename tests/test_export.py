@@ -8,13 +8,16 @@ than sleep. The "backend down" tests point at a loopback port where nothing list
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -479,9 +482,10 @@ def test_a_budget_refusal_is_an_error_span_with_the_budget_figures(
     exporter: BatchCallExporter, receiver: OTLPReceiver
 ) -> None:
     handle = exporter.start_call(start_of())
-    record = miss_record(
+    record = miss_record(  # as the meter records a refusal: the cache was bypassed
         usage=TokenUsage(),
         cost=None,
+        cache=CacheOutcome.BYPASS,
         status=Status.REFUSED,
         error_type="BudgetExceeded",
         latency=0.0001,
@@ -544,8 +548,12 @@ def test_metric_points_and_their_attributes(
     exporter.end_call(exporter.start_call(start_of()), miss_record(latency=1.5), end_of())
     exporter.export_record(hit_record())
     exporter.export_record(
-        miss_record(
-            usage=TokenUsage(), cost=None, status=Status.REFUSED, error_type="BudgetExceeded"
+        miss_record(  # as the meter records a refusal: the cache was bypassed
+            usage=TokenUsage(),
+            cost=None,
+            cache=CacheOutcome.BYPASS,
+            status=Status.REFUSED,
+            error_type="BudgetExceeded",
         ),
         end=CallEnd(error=refusal()),
     )
@@ -598,10 +606,8 @@ def test_metric_points_and_their_attributes(
         {**ours, "llmcache.cache.outcome": "hit", "llmcache.cache.tier": "redis"},
         1,
     )
-    assert lookups["miss"] == (
-        {**ours, "llmcache.cache.outcome": "miss"},
-        3,
-    )  # the refusal missed too
+    assert lookups["miss"] == ({**ours, "llmcache.cache.outcome": "miss"}, 2)
+    assert set(lookups) == {"hit", "miss"}  # the refusal bypassed the cache: no lookup
 
 
 def test_the_user_dimension_can_be_dropped_from_metrics(receiver: OTLPReceiver) -> None:
@@ -858,6 +864,240 @@ def test_a_flush_or_shutdown_never_waits_out_the_exporters_retries() -> None:
     assert time.monotonic() - t0 < 2.0
     delivery = exporter.stats().delivery
     assert delivery is not None and delivery.spans_failed == 5 and delivery.spans_exported == 0
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """A collector that accepts connections and never answers (a black-holed network path)."""
+    server = socket.create_server(("127.0.0.1", 0), backlog=64)
+    server.settimeout(0.05)
+    conns: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            conns.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join(5)
+    for conn in conns:
+        conn.close()
+    server.close()
+
+
+def test_a_collector_that_never_answers_holds_nothing_up_past_its_timeout(
+    black_hole: str,
+) -> None:
+    # The request in flight cannot be cut: we only ever wait for it as long as we were told.
+    exporter = make_exporter(black_hole, timeout=5.0, schedule_delay=0.05)
+    threads = threading.active_count()
+    for _ in range(5):
+        exporter.end_call(exporter.start_call(start_of()), miss_record(), end_of())
+    t0 = time.monotonic()
+    assert not exporter.force_flush(0.5)
+    for _ in range(20):
+        assert not exporter.force_flush(0.01)  # joins the flush in progress: no new thread
+    assert time.monotonic() - t0 < 1.5
+    assert threading.active_count() <= threads
+    t0 = time.monotonic()
+    exporter.shutdown(timeout=1.0)
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_a_flush_or_shutdown_never_waits_for_a_sink_stuck_in_export() -> None:
+    sink = GatedSink()
+    exporter = BatchCallExporter(sink, max_batch_size=1, schedule_delay=0.01)
+    exporter.end_call(exporter.start_call(start_of()), miss_record())
+    assert sink.entered.wait(10)  # the thread is inside the sink
+    exporter.end_call(exporter.start_call(start_of()), miss_record())  # queued behind it
+    t0 = time.monotonic()
+    assert not exporter.force_flush(0.3)
+    assert time.monotonic() - t0 < 1.0
+    t0 = time.monotonic()
+    exporter.shutdown(timeout=0.3)
+    assert time.monotonic() - t0 < 1.0
+    stats = exporter.stats()
+    assert (stats.queued, stats.dropped) == (0, 1)  # what could not be exported is counted
+
+
+class Prompt(list[Any]):
+    """A message list a weak reference can watch."""
+
+
+def test_queued_calls_keep_no_prompt_or_completion_without_capture() -> None:
+    sink = GatedSink()
+    exporter = BatchCallExporter(sink, max_batch_size=1, schedule_delay=0.01)
+    exporter.end_call(exporter.start_call(start_of()), miss_record())
+    assert sink.entered.wait(10)  # the thread is busy: the next call stays queued
+    prompt = Prompt([{"role": "user", "content": SECRET}])
+    output = Prompt([{"index": 0, "message": {"role": "assistant", "content": ANSWER}}])
+    watched = [weakref.ref(prompt), weakref.ref(output)]
+    params = {"model": "m", "messages": prompt, "temperature": 0.2}
+    handle = exporter.start_call(start_of(messages=prompt, params=params))
+    exporter.end_call(handle, miss_record(), end_of(output_messages=output))
+    del prompt, output, params, handle
+    gc.collect()
+    assert exporter.stats().queued == 1
+    assert [ref() for ref in watched] == [None, None]  # nothing queued holds them
+    sink.gate.set()
+    assert exporter.force_flush(5)
+    queued = sink.calls[-1]
+    assert dict(queued.request) == {"temperature": 0.2}  # the parameters are kept
+    assert queued.start.messages is None and queued.end.output_messages is None
+    exporter.shutdown(timeout=5)
+
+
+def test_importing_accounting_does_not_load_the_otel_setup() -> None:
+    code = (
+        "import sys, accounting, accounting.export.call\n"
+        "assert 'accounting.export.setup' not in sys.modules, 'setup imported eagerly'\n"
+        "from accounting.export import configure_otel\n"
+        "from accounting.export.setup import configure_otel as direct\n"
+        "assert configure_otel is direct\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_a_renamed_private_otel_name_does_not_break_setup(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry import metrics as metrics_api  # noqa: PLC0415
+    from opentelemetry.metrics import _internal  # noqa: PLC0415
+
+    from accounting.export import setup  # noqa: PLC0415
+
+    proxy = metrics_api.get_meter_provider()  # no test process sets a global provider
+    assert type(proxy).__name__ == "_ProxyMeterProvider"
+    # The private name goes away (the API itself needs it, so hand the proxy out directly).
+    monkeypatch.delattr(_internal, "_PROXY_METER_PROVIDER")
+    monkeypatch.setattr(metrics_api, "get_meter_provider", lambda: proxy)
+    assert setup._global_meter_provider() is None  # still "not configured"
+
+
+FORK_APP = """
+import os, sys, time
+os.environ["OTEL_BSP_SCHEDULE_DELAY"] = "60000"  # spans wait in the span queue at the fork
+from accounting import CallRecord, TokenUsage
+from accounting.export import CallStart, configure_otel
+
+exporter = configure_otel(endpoint=sys.argv[1], use_global=False, max_queue_size=4,
+                          metric_export_interval=3600.0)
+
+def call():
+    exporter.end_call(
+        exporter.start_call(CallStart(provider="openai", request_model="m")),
+        CallRecord(provider="openai", model_requested="m", usage=TokenUsage(input=3, output=2)),
+    )
+
+for _ in range(3):
+    call()
+deadline = time.monotonic() + 10
+while exporter.stats().exported < 3 and time.monotonic() < deadline:
+    time.sleep(0.01)
+pid = os.fork()
+if pid == 0:
+    for _ in range(3):
+        call()
+    exporter.force_flush(10)
+    delivery = exporter.stats().delivery
+    print(delivery.spans_exported, delivery.spans_dropped, flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+os._exit(0)
+"""
+
+
+def test_a_forked_child_starts_with_an_empty_span_queue(
+    receiver: OTLPReceiver, tmp_path: Path
+) -> None:
+    script = tmp_path / "forking.py"
+    script.write_text(textwrap.dedent(FORK_APP))
+    out = subprocess.run(
+        [sys.executable, str(script), receiver.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["3", "0"]  # the parent's queued spans do not count
+
+
+EXIT_APP = """
+import atexit, sys, threading
+from accounting import CallRecord, TokenUsage
+from accounting.export import CallStart, configure_otel
+
+exporter = configure_otel(endpoint=sys.argv[1], use_global=False, metric_export_interval=3600.0)
+for _ in range(3):
+    exporter.end_call(
+        exporter.start_call(CallStart(provider="openai", request_model="m")),
+        CallRecord(provider="openai", model_requested="m", usage=TokenUsage(input=3, output=2)),
+    )
+
+def no_threads_at_exit():
+    # As Python 3.12+ does: "can't create new thread at interpreter shutdown".
+    def refuse(self):
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+    threading.Thread.start = refuse
+
+atexit.register(no_threads_at_exit)  # runs before the exporter's own exit hook (LIFO)
+"""
+
+
+def test_what_is_pending_at_exit_is_flushed_without_starting_a_thread(
+    receiver: OTLPReceiver, tmp_path: Path
+) -> None:
+    script = tmp_path / "exiting.py"
+    script.write_text(textwrap.dedent(EXIT_APP))
+    out = subprocess.run(
+        [sys.executable, str(script), receiver.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "can't create new thread" not in out.stderr
+    assert len(receiver.spans()) == 3
+
+
+def test_endpoint_credentials_and_headers_never_reach_the_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()
+    with caplog.at_level(logging.DEBUG):
+        exporter = make_exporter(
+            f"http://user:hunter2-pw@127.0.0.1:{port}",
+            headers={"authorization": "Bearer sk-test-secret"},
+            timeout=0.5,
+        )
+        for _ in range(3):
+            exporter.end_call(exporter.start_call(start_of()), miss_record(), end_of())
+        exporter.force_flush(5)
+        exporter.shutdown(timeout=5)
+    assert our_warnings(caplog, f"spans to http://127.0.0.1:{port}/v1/traces ") == 1
+    assert "sk-test-secret" not in caplog.text
+    assert "hunter2-pw" not in caplog.text
+
+
+def test_logged_endpoints_lose_userinfo_query_and_fragment() -> None:
+    from accounting.export.setup import _redact  # noqa: PLC0415
+
+    assert _redact("https://u:p@collector:4318/v1/traces?key=s#f") == (
+        "https://collector:4318/v1/traces"
+    )
+    assert _redact("http://[::1]:4317") == "http://[::1]:4317"
 
 
 def test_a_backend_refusing_the_data_is_counted(receiver: OTLPReceiver) -> None:

@@ -18,6 +18,8 @@ messages → JSON), :mod:`.spans` and :mod:`.metrics` (onto the OpenTelemetry AP
 :mod:`.otel` (the sink), :mod:`.setup` (:func:`configure_otel`).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from accounting.export.attributes import (
     DURATION_BUCKETS,
     PROVIDER_NAMES,
@@ -39,7 +41,23 @@ from accounting.export.call import (
 )
 from accounting.export.options import ExportOptions
 from accounting.export.otel import OTelSink
-from accounting.export.setup import OTLPTarget, configure_otel, resolve_target
+
+if TYPE_CHECKING:
+    from accounting.export.setup import OTLPTarget, configure_otel, resolve_target
+
+# The setup module (the OpenTelemetry SDK and its exporters) is imported on first use only
+# (PEP 562): ``import accounting`` imports this package for its Protocols, and must work, and
+# stay light, with export switched off.
+_LAZY = frozenset({"OTLPTarget", "configure_otel", "resolve_target"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from accounting.export import setup  # noqa: PLC0415
+
+        return getattr(setup, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DURATION_BUCKETS",

@@ -93,7 +93,8 @@ class ExportStats:
         queued: calls waiting for the background thread now.
         exported: calls the sink turned into telemetry.
         failed: calls the sink failed to turn into telemetry.
-        dropped: calls dropped because the queue was full, or that ended after shutdown.
+        dropped: calls dropped because the queue was full, that ended after shutdown, or
+            still queued when the shutdown's time ran out.
         errors: faults inside ``start_call``/``end_call``/``export_record`` (caught).
         delivery: what became of the telemetry, when the sink can tell.
     """
@@ -179,6 +180,11 @@ class BatchCallExporter:
             prompt = None
             if self._capture and start.messages is not None:
                 prompt = input_messages_json(start.messages)
+            if params or start.messages is not None:
+                # The handle may wait in the queue for a while: keep neither the whole request
+                # nor the prompt alive through it (a prompt can weigh megabytes), only the
+                # recognised parameters copied above and, with capture on, the prompt's JSON.
+                start = dataclasses.replace(start, params=_EMPTY, messages=None)
             return CallHandle(start, time.time_ns(), otel_context.get_current(), request, prompt)
         except Exception:
             self._fault("start_call")
@@ -233,14 +239,19 @@ class BatchCallExporter:
         refusal = None
         if end is None:
             end = NO_END
-        elif end.error is not None:
-            # Keep the figures, not the exception: its traceback would hold the caller's
-            # frames (and the request) alive until the thread gets to it.
+        else:
             error = end.error
-            error_type = type(error).__name__
-            if isinstance(error, BudgetExceeded):
-                refusal = BudgetRefusal.from_exception(error)
-            end = dataclasses.replace(end, error=None)
+            drop_output = not self._capture and end.output_messages is not None
+            if error is not None or drop_output:
+                # Keep the figures, not the exception: its traceback would hold the caller's
+                # frames (and the request) alive until the thread gets to it. Nor the
+                # completion, unless it is to be exported: it may be large.
+                if error is not None:
+                    error_type = type(error).__name__
+                    if isinstance(error, BudgetExceeded):
+                        refusal = BudgetRefusal.from_exception(error)
+                output = None if drop_output else end.output_messages
+                end = dataclasses.replace(end, error=None, output_messages=output)
         queue.append((handle, record, end, t, error_type, refusal))
         if len(queue) >= self._max_batch and not self._wake.is_set():
             self._wake.set()
@@ -309,42 +320,56 @@ class BatchCallExporter:
             refusal=refusal,
         )
 
-    def _drain(self) -> None:
-        with self._drain_lock:
-            queue = self._queue
-            while queue:
-                items = [queue.popleft() for _ in range(min(self._max_batch, len(queue)))]
-                batch: list[FinishedCall] = []
-                failed = 0
-                for item in items:
-                    try:
-                        batch.append(self._finish(item))
-                    except Exception:
-                        failed += 1
-                        self._warn_once("finish", "could not prepare a call", exc_info=True)
-                exported = 0
+    def _drain(self, timeout: float | None = None) -> bool:
+        """Hand the queue to the sink; False if the drain lock was not had within ``timeout``
+        (the thread is inside a slow sink): the caller must not wait past its own deadline."""
+        if timeout is None:
+            acquired = self._drain_lock.acquire()
+        else:
+            acquired = self._drain_lock.acquire(timeout=max(timeout, 0.0))
+        if not acquired:
+            return False
+        try:
+            self._drain_locked()
+        finally:
+            self._drain_lock.release()
+        return True
+
+    def _drain_locked(self) -> None:
+        queue = self._queue
+        while queue:
+            items = [queue.popleft() for _ in range(min(self._max_batch, len(queue)))]
+            batch: list[FinishedCall] = []
+            failed = 0
+            for item in items:
                 try:
-                    result = self._sink.export(batch)
-                    exported, failed = result.exported, failed + result.failed
+                    batch.append(self._finish(item))
                 except Exception:
-                    failed += len(batch)
-                    self._warn_once(
-                        "sink",
-                        "export sink %s failed; further failures are counted in stats()",
-                        type(self._sink).__name__,
-                        exc_info=True,
-                    )
-                with self._lock:
-                    self._exported += exported
-                    self._failed += failed
-                if failed:
-                    self._warn_once(
-                        "sink_failed",
-                        "export sink %s could not export %d calls; further failures are "
-                        "counted in stats()",
-                        type(self._sink).__name__,
-                        failed,
-                    )
+                    failed += 1
+                    self._warn_once("finish", "could not prepare a call", exc_info=True)
+            exported = 0
+            try:
+                result = self._sink.export(batch)
+                exported, failed = result.exported, failed + result.failed
+            except Exception:
+                failed += len(batch)
+                self._warn_once(
+                    "sink",
+                    "export sink %s failed; further failures are counted in stats()",
+                    type(self._sink).__name__,
+                    exc_info=True,
+                )
+            with self._lock:
+                self._exported += exported
+                self._failed += failed
+            if failed:
+                self._warn_once(
+                    "sink_failed",
+                    "export sink %s could not export %d calls; further failures are "
+                    "counted in stats()",
+                    type(self._sink).__name__,
+                    failed,
+                )
 
     # -- control -----------------------------------------------------------------------------
 
@@ -365,13 +390,15 @@ class BatchCallExporter:
         """Hand every queued call to the sink now, then flush the sink.
 
         Args:
-            timeout: seconds for the sink's flush.
+            timeout: seconds in all: to wait for the thread (it may be inside the sink) and
+                for the sink's flush.
 
         Returns:
-            True when the sink reports everything flushed.
+            True when the sink reports everything flushed within ``timeout``.
         """
         deadline = time.monotonic() + timeout
-        self._drain()
+        if not self._drain(timeout):
+            return False  # the thread is still inside the sink: not done in time
         try:
             return self._sink.force_flush(max(deadline - time.monotonic(), 0.0))
         except Exception:
@@ -380,10 +407,11 @@ class BatchCallExporter:
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Export what is queued, stop the thread, shut the sink down. Calls ending later are
-        dropped (counted). Safe to call twice.
+        dropped (counted), as are calls still queued when ``timeout`` runs out (the thread
+        stuck in a slow sink). Safe to call twice.
 
         Args:
-            timeout: seconds to wait for the thread and the sink.
+            timeout: seconds to wait, in all, for the thread and the sink.
         """
         if self._closed:
             return
@@ -391,11 +419,32 @@ class BatchCallExporter:
         self._closed = True
         self._wake.set()
         self._worker.join(timeout)
-        self._drain()
+        if not self._drain(deadline - time.monotonic()):
+            # The thread is stuck inside the sink: what is still queued will not be
+            # exported in time. Count it as dropped rather than outstay the timeout.
+            self._drop_queued()
         try:
             self._sink.shutdown(max(deadline - time.monotonic(), 0.0))
         except Exception:
             self._warn_once("shutdown", "export sink shutdown failed", exc_info=True)
+
+    def _drop_queued(self) -> None:
+        lost = 0
+        queue = self._queue
+        while True:
+            try:
+                queue.popleft()
+            except IndexError:
+                break
+            lost += 1
+        if lost:
+            with self._lock:
+                self._dropped += lost
+            self._warn_once(
+                "shutdown_dropped",
+                "shutdown timed out with %d calls still queued: dropped",
+                lost,
+            )
 
     def _reinit_after_fork(self) -> None:
         # The parent's thread does not exist in the child, and its locks may be held.

@@ -29,16 +29,14 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
-
-# The metrics API hands out this proxy until the application sets a provider; unlike the
-# tracing API's, its class is not public, so "not configured" is this identity.
-from opentelemetry.metrics._internal import _PROXY_METER_PROVIDER
 from opentelemetry.sdk.metrics import MeterProvider as SDKMeterProvider
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
@@ -53,6 +51,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from accounting._exceptions import ConfigError
 from accounting.export.batch import BatchCallExporter, DeliveryStats
+from accounting.export.control import Control
 from accounting.export.options import ExportOptions
 from accounting.export.otel import OTelSink
 
@@ -161,6 +160,10 @@ class _Delivery:
         with self._lock:
             return DeliveryStats(**self._counts)
 
+    def reinit_after_fork(self) -> None:
+        # The parent's lock may have been held by one of its threads at the fork.
+        self._lock = threading.Lock()
+
 
 class _CountingSpanExporter(SpanExporter):
     """Counts what the OTLP span exporter delivers or loses; can abort its retries."""
@@ -220,9 +223,11 @@ class _CountingMetricExporter(MetricExporter):
     def __init__(self, inner: MetricExporter, delivery: _Delivery) -> None:
         # Keep the inner exporter's temporality and aggregation preferences (they follow
         # OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE): the reader asks us for them.
+        # Private attributes of the SDK's MetricExporter: read with defaults (the SDK's own),
+        # so that a rename costs the preferences, not the export.
         super().__init__(
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
+            preferred_temporality=getattr(inner, "_preferred_temporality", None),
+            preferred_aggregation=getattr(inner, "_preferred_aggregation", None),
         )
         self._inner = inner
         self._delivery = delivery
@@ -313,6 +318,12 @@ class _CountedBatchSpanProcessor(SpanProcessor):
         self._admitted += 1
         self._inner.on_end(span)
 
+    def reinit_after_fork(self) -> None:
+        # The SDK's processor empties its queue in the child: so nothing admitted is waiting.
+        self._admitted = 0
+        self._exporter.received = 0
+        self._exporter.busy_since = None
+
     def shutdown(self) -> None:
         self._inner.shutdown()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
 
@@ -321,7 +332,12 @@ class _CountedBatchSpanProcessor(SpanProcessor):
 
 
 class _OwnedPipeline:
-    """The providers ``configure_otel`` built (never global): flush, shut down, count."""
+    """The providers ``configure_otel`` built (never global): flush, shut down, count.
+
+    Their flushes and their shutdown run on one :class:`~accounting.export.control.Control`
+    thread, started here (not per call, and never at interpreter exit); callers wait for it
+    at most their timeout.
+    """
 
     def __init__(self, delivery: _Delivery) -> None:
         self._delivery = delivery
@@ -329,6 +345,8 @@ class _OwnedPipeline:
         self.meter_provider: SDKMeterProvider | None = None
         self.span_exporter: _CountingSpanExporter | None = None
         self.metric_exporter: _CountingMetricExporter | None = None
+        self.span_processor: _CountedBatchSpanProcessor | None = None
+        self._control = Control()
 
     def _flush(self, timeout: float) -> bool:
         done = True
@@ -341,17 +359,9 @@ class _OwnedPipeline:
 
     def force_flush(self, timeout: float) -> bool:
         # The SDK's batch processor ignores its flush timeout (it waits for every batch, each
-        # up to the exporter's timeout with retries), so the flush runs in a thread of its own
+        # up to the exporter's timeout with retries), so the flush runs on the control thread
         # and we wait for it at most ``timeout``: False if it is not done by then.
-        outcome: list[bool] = []
-        flusher = threading.Thread(
-            target=lambda: outcome.append(self._flush(timeout)),
-            name="accounting-export-flush",
-            daemon=True,
-        )
-        flusher.start()
-        flusher.join(timeout)
-        return bool(outcome and outcome[0])
+        return self._control.flush(lambda: self._flush(timeout), timeout)
 
     def _failing(self) -> bool:
         # The last export failed, or one has been going on for over a second: a collector
@@ -365,24 +375,48 @@ class _OwnedPipeline:
                 return True
         return False
 
-    def shutdown(self, timeout: float) -> None:
-        # Flush what is pending, within ``timeout``. If the backend is failing, or the flush
-        # does not end in time, abort the exporters: a retry in progress ends and whatever is
-        # still pending fails at once (counted) instead of delaying the application's exit.
+    def _abort(self) -> None:
+        for exporter in (self.span_exporter, self.metric_exporter):
+            if exporter is not None:
+                exporter.abort()
+
+    def _shutdown(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        flushed = not self._failing() and self.force_flush(timeout)
-        if not flushed:
-            for exporter in (self.span_exporter, self.metric_exporter):
-                if exporter is not None:
-                    exporter.abort()
+        if not self._flush(timeout):
+            self._abort()
         if self.tracer_provider is not None:
             self.tracer_provider.shutdown()
         if self.meter_provider is not None:
             remaining = max(deadline - time.monotonic(), 0.1)
             self.meter_provider.shutdown(timeout_millis=remaining * 1000)
+        return True
+
+    def shutdown(self, timeout: float) -> None:
+        # Flush what is pending, within ``timeout``. If the backend is failing, or the
+        # shutdown does not end in time, abort the exporters: a retry in progress ends and
+        # whatever is still pending fails at once (counted). The SDK's shutdown may go on
+        # (an HTTP request in flight cannot be cut) on the control thread, a daemon: it no
+        # longer delays the application.
+        if self._failing():
+            self._abort()
+        if not self._control.shutdown(lambda: self._shutdown(timeout), timeout):
+            self._abort()
 
     def delivery(self) -> DeliveryStats:
         return self._delivery.stats()
+
+    def reinit_after_fork(self) -> None:
+        """In a forked child: fresh locks, counts of what is queued, and control thread."""
+        self._delivery.reinit_after_fork()
+        if self.span_processor is not None:
+            self.span_processor.reinit_after_fork()
+        self._control.reinit_after_fork()
+
+
+def _reinit_in_child(ref: weakref.ref[_OwnedPipeline]) -> None:
+    pipeline = ref()
+    if pipeline is not None:
+        pipeline.reinit_after_fork()
 
 
 def _global_tracer_provider() -> trace.TracerProvider | None:
@@ -393,7 +427,18 @@ def _global_tracer_provider() -> trace.TracerProvider | None:
 
 def _global_meter_provider() -> metrics.MeterProvider | None:
     provider = metrics.get_meter_provider()
-    return None if provider is _PROXY_METER_PROVIDER else provider
+    # Until the application sets one, the metrics API hands out a proxy whose class is not
+    # public: "not configured" is that object. It is read lazily and defensively (a private
+    # name), falling back on the class's name, so a rename in the API never breaks us.
+    try:
+        from opentelemetry.metrics import _internal  # noqa: PLC0415
+    except ImportError:
+        proxy = None
+    else:
+        proxy = getattr(_internal, "_PROXY_METER_PROVIDER", None)
+    if provider is proxy or type(provider).__name__ == "_ProxyMeterProvider":
+        return None
+    return provider
 
 
 def _span_exporter(
@@ -442,17 +487,32 @@ def _metric_exporter(
     return HttpMetricExporter(endpoint=target.endpoint, headers=headers, timeout=timeout)
 
 
+def _redact(url: str) -> str:
+    """Pure: ``url`` without its userinfo, query and fragment (they may hold credentials)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"  # IPv6
+        port = parts.port
+    except ValueError:
+        return "<unparsable endpoint>"
+    netloc = f"{host}:{port}" if port is not None else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 def _describe(target: OTLPTarget, signal: str, environ: Mapping[str, str]) -> str:
-    """The URL the exporter will use (for logs), resolved as OpenTelemetry's exporters do."""
+    """The URL the exporter will use (for logs, without credentials), resolved as
+    OpenTelemetry's exporters do."""
     if target.endpoint is not None:
-        return target.endpoint
+        return _redact(target.endpoint)
     specific = environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
     if specific:
-        return specific
+        return _redact(specific)
     if target.protocol == "grpc":
-        return environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4317"
+        return _redact(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4317")
     base = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4318"
-    return f"{base.rstrip('/')}/v1/{signal}"
+    return _redact(f"{base.rstrip('/')}/v1/{signal}")
 
 
 def configure_otel(
@@ -530,9 +590,9 @@ def configure_otel(
                 _span_exporter(traces_target, headers, timeout), delivery
             )
             own_tracer = SDKTracerProvider(resource=resource, shutdown_on_exit=False)
-            own_tracer.add_span_processor(
-                _CountedBatchSpanProcessor(exporter, delivery, max_queue_size)
-            )
+            processor = _CountedBatchSpanProcessor(exporter, delivery, max_queue_size)
+            own_tracer.add_span_processor(processor)
+            pipeline.span_processor = processor
             pipeline.tracer_provider, pipeline.span_exporter = own_tracer, exporter
             tracer_provider = own_tracer
         if meter_provider is None:
@@ -546,6 +606,9 @@ def configure_otel(
             )
             pipeline.meter_provider, pipeline.metric_exporter = own_meter, metric_exporter
             meter_provider = own_meter
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.ref(pipeline)
+            os.register_at_fork(after_in_child=lambda: _reinit_in_child(ref))
         for signal, own, target in (
             ("traces", pipeline.tracer_provider, traces_target),
             ("metrics", pipeline.meter_provider, metrics_target),
@@ -567,5 +630,6 @@ def configure_otel(
         sink,
         capture_content=capture_content,
         max_queue_size=max_queue_size,
+        max_batch_size=min(512, max_queue_size),  # the default batch, if it fits the queue
         schedule_delay=schedule_delay,
     )
