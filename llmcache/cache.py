@@ -23,15 +23,17 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from llmcache import _flow
-from llmcache._exceptions import LLMCacheError, TierUnavailable, UncacheableValue
+from llmcache._exceptions import TierUnavailable, UncacheableValue
 from llmcache._flow import Call, Failed, Flow, Sleep, TierCall, Wait
+from llmcache.claim import Claim, claim_flow
 from llmcache.codec import CorruptEntry, Entry, decode, encode
+from llmcache.fetched import CacheInfo, Fetched
 from llmcache.keys import KEY_SCHEMA, CacheKey, make_key, validate_name
 from llmcache.paths import disk_cache_dir
-from llmcache.singleflight import Flight, Flights
+from llmcache.singleflight import Flight, FlightAbandoned, Flights
 from llmcache.stats import CacheStats, TierStats, _Counters
 from llmcache.tiers.base import CounterTier, EntryTier, LockTier, SizedTier, Tier
 from llmcache.tiers.disk import DiskTier
@@ -48,35 +50,6 @@ T = TypeVar("T")
 _LOG_EVERY = 60.0
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class CacheInfo:
-    """How a value was obtained.
-
-    Attributes:
-        hit: served from a tier without calling upstream.
-        tier: name of the tier that served it (``None`` on a miss).
-        key: the key the tiers hold the entry under.
-        age: seconds since the entry was stored (hits only).
-        coalesced: served by another caller's upstream call (single-flight).
-        stored: the upstream result was written to at least one tier.
-    """
-
-    hit: bool
-    tier: str | None
-    key: str
-    age: float | None = None
-    coalesced: bool = False
-    stored: bool = False
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Fetched(Generic[T]):
-    """A value with the :class:`CacheInfo` that says where it came from."""
-
-    value: T
-    info: CacheInfo
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Job:
     """One upstream call to make and how to store its result."""
@@ -89,7 +62,7 @@ class _Job:
     enc: Callable[[Any], bytes]
 
 
-class _Abandoned(LLMCacheError):
+class _Abandoned(FlightAbandoned):
     """The leader of a flight was cancelled; its waiters compute for themselves."""
 
 
@@ -469,9 +442,9 @@ class Cache:
             finished = yield Wait(flight, self.wait_timeout + self.lock_lease)
             if not finished:  # a sync caller on the leader's own thread: waiting would deadlock
                 return (yield from self._compute(job, None))
-            if isinstance(flight.error, _Abandoned):
-                # The leader was cancelled: free the lease it could not release (a closed flow
-                # cannot yield), then one of the waiters leads.
+            if isinstance(flight.error, FlightAbandoned):
+                # The leader was cancelled or a claim abandoned: free the lease a cancelled
+                # leader could not release (a closed flow cannot yield); a waiter then leads.
                 if flight.lease is not None:
                     yield from self._each_lock_release(*flight.lease)
                 continue
@@ -749,6 +722,62 @@ class Cache:
         """Close every tier."""
         _flow.run(self._each_tier("close"))
 
+    def claim(
+        self,
+        key: object,
+        *,
+        decode: Callable[[bytes], T] = json_value,
+        namespace: str | None = None,
+        tenant: str | None = None,
+        ttl: float | None = None,
+        no_cache: bool = False,
+        no_store: bool = False,
+    ) -> Fetched[T] | Claim:
+        """Return the cached value of ``key``, or a :class:`~llmcache.claim.Claim` to compute it.
+
+        For results that arrive after the call returns (a stream read by the caller): the
+        caller holding the claim ends it with ``publish(body)`` or ``abandon()``; callers that
+        miss the same key meanwhile (here or through :meth:`fetch`) wait for it.
+
+        Args:
+            key: a :class:`CacheKey` or any payload :func:`~llmcache.keys.canonical_json` encodes.
+            decode: JSON bytes → value on a hit.
+            namespace: namespace of a payload key (default: the cache's).
+            tenant: tenant scope of a payload key (default: the cache's).
+            ttl: lifetime of the published result in seconds (default: the cache's).
+            no_cache: skip the read (always claim).
+            no_store: publish to waiters without storing.
+        """
+        started = self._begin_claim(
+            key=key,
+            decode=decode,
+            namespace=namespace,
+            tenant=tenant,
+            ttl=ttl,
+            no_cache=no_cache,
+            no_store=no_store,
+        )
+        return started if isinstance(started, Fetched | Claim) else _flow.run(started)
+
+    def _begin_claim(
+        self,
+        *,
+        key: object,
+        decode: Callable[[bytes], Any],
+        namespace: str | None,
+        tenant: str | None,
+        ttl: float | None,
+        no_cache: bool,
+        no_store: bool,
+    ) -> Fetched[Any] | Claim | Flow[Fetched[Any] | Claim]:
+        _check_ttl(ttl)
+        ck = self.key(key, namespace=namespace, tenant=tenant)
+        if not no_cache:
+            hit = self._fast_hit(ck, decode)
+            if hit is not None:
+                return hit
+        return claim_flow(self, ck, decode=decode, ttl=ttl, no_cache=no_cache, no_store=no_store)
+
     # -- public API: async --------------------------------------------------------------------
 
     async def afetch(
@@ -779,6 +808,29 @@ class Cache:
             decode=decode,
         )
         return started if isinstance(started, Fetched) else await _flow.arun(started)
+
+    async def aclaim(
+        self,
+        key: object,
+        *,
+        decode: Callable[[bytes], T] = json_value,
+        namespace: str | None = None,
+        tenant: str | None = None,
+        ttl: float | None = None,
+        no_cache: bool = False,
+        no_store: bool = False,
+    ) -> Fetched[T] | Claim:
+        """Async :meth:`claim` (end the claim with ``apublish`` or ``abandon``)."""
+        started = self._begin_claim(
+            key=key,
+            decode=decode,
+            namespace=namespace,
+            tenant=tenant,
+            ttl=ttl,
+            no_cache=no_cache,
+            no_store=no_store,
+        )
+        return started if isinstance(started, Fetched | Claim) else await _flow.arun(started)
 
     async def aget_or_set(self, key: object, fn: Callable[[], Awaitable[T]], **options: Any) -> T:
         """Async :meth:`get_or_set`."""

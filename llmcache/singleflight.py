@@ -11,7 +11,13 @@ import asyncio
 import contextlib
 import threading
 
-__all__ = ["Flight", "Flights"]
+from llmcache._exceptions import LLMCacheError
+
+__all__ = ["Flight", "FlightAbandoned", "Flights"]
+
+
+class FlightAbandoned(LLMCacheError):
+    """The caller computing a key gave up without a result; its waiters compute for themselves."""
 
 
 class Flight:
