@@ -1,0 +1,1 @@
+"""The OpenAI client wrapper: cached results for the SDK's own methods, streaming included."""
