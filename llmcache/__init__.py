@@ -8,7 +8,12 @@ Cache a function with ``@cached``, or build a :class:`Cache` from tiers::
 
     @cached(cache=cache, ttl=3600)
     def summarize(text: str) -> str: ...
+
+Or wrap an OpenAI client: ``client = llmcache.wrap(OpenAI())``.
 """
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from llmcache._exceptions import LLMCacheError, TierError, TierUnavailable, UncacheableValue
 from llmcache.cache import Cache, CacheInfo, Fetched
@@ -20,6 +25,11 @@ from llmcache.tiers.disk import DiskTier
 from llmcache.tiers.memory import MemoryTier
 from llmcache.tiers.redis import RedisTier
 
+if TYPE_CHECKING:
+    from llmcache.claim import Claim
+    from llmcache.openai.client import cache_info, wrap
+    from llmcache.openai.policy import WrapPolicy
+
 __all__ = [
     "AsyncCachedFunction",
     "Cache",
@@ -27,6 +37,7 @@ __all__ = [
     "CacheKey",
     "CacheStats",
     "CachedFunction",
+    "Claim",
     "CounterTier",
     "DiskTier",
     "Fetched",
@@ -39,9 +50,30 @@ __all__ = [
     "TierStats",
     "TierUnavailable",
     "UncacheableValue",
+    "WrapPolicy",
     "cache_control",
+    "cache_info",
     "cached",
     "canonical_json",
+    "wrap",
 ]
+
+# Loaded on first use: the openai SDK takes a while to import, and @cached users never need it.
+_LAZY = {
+    "Claim": "llmcache.claim",
+    "WrapPolicy": "llmcache.openai.policy",
+    "cache_info": "llmcache.openai.client",
+    "wrap": "llmcache.openai.client",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'llmcache' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"

@@ -9,7 +9,9 @@ NFC and NFD spellings tokenize differently and may get different answers from a 
 
 Values JSON has no type for get a defined encoding as a one-member object whose name starts
 with a NUL character (``{"\\u0000bytes": "<base64>"}``); a user key that itself starts with NUL
-is escaped by doubling it, so the two can never collide.
+is escaped by doubling it, so the two can never collide. An object whose class has a
+``__llmcache_key__(self)`` method is encoded by what that returns (a wrapped OpenAI client
+returns its base URL, so a ``@cached`` function that captures one is keyed by the provider).
 """
 
 from __future__ import annotations
@@ -219,6 +221,10 @@ def _canon_pairs(o: Mapping[Any, Any]) -> Any:
 
 
 def _canon_other(o: Any) -> Any:
+    hook = getattr(type(o), "__llmcache_key__", None)
+    if hook is not None:
+        # An object that says what identifies it (a wrapped client: its provider's URL).
+        return {_TAG + "obj": [type(o).__qualname__, _canon(hook(o))]}
     if isinstance(o, BaseModel):
         return _canon(o.model_dump(mode="json"))
     if isinstance(o, bytes | bytearray | memoryview):
@@ -267,6 +273,8 @@ def _find_bad(o: Any, path: str) -> tuple[str, Any, str]:
         return path, o, f"{o!r} has no canonical JSON form"
     if isinstance(o, decimal.Decimal) and not o.is_finite():
         return path, o, f"Decimal {o} has no canonical JSON form"
+    if getattr(type(o), "__llmcache_key__", None) is not None:
+        o = type(o).__llmcache_key__(o)
     if isinstance(o, BaseModel):
         o = o.model_dump(mode="json")
     elif dataclasses.is_dataclass(o) and not isinstance(o, type):

@@ -7,6 +7,7 @@ touch another database. When ``redis-server`` is missing the session fails with 
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -91,6 +92,18 @@ class RedisServer:
     def client(self) -> redis.Redis:
         """A plain redis-py client for inspecting the server from a test."""
         return redis.Redis(port=self.port)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_llmcache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Defaults (disk cache, SQLite ledger) live in a session directory, never the user's."""
+    before = os.environ.get("LLMCACHE_DIR")
+    os.environ["LLMCACHE_DIR"] = str(tmp_path_factory.mktemp("llmcache-dir"))
+    yield
+    if before is None:
+        os.environ.pop("LLMCACHE_DIR", None)
+    else:
+        os.environ["LLMCACHE_DIR"] = before
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,11 @@ EXPECTED = {
     "UncacheableValue",
     "cache_control",
     "cached",
+    "Claim",
+    "WrapPolicy",
+    "cache_info",
     "canonical_json",
+    "wrap",
 }
 
 

@@ -1,0 +1,585 @@
+"""llmcache.wrap through the real openai SDK against the local OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from openai import AsyncOpenAI, OpenAI
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+import llmcache
+from accounting import Accountant, CacheOutcome, Ledger
+from accounting.ledger import SQLiteStore
+from llmcache import Cache, MemoryTier, cache_control, cache_info, wrap
+from llmcache.testing import Fault, LocalServer
+
+CHAT = "chat.completions"
+MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LocalServer]:
+    with LocalServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def srv(server: LocalServer) -> LocalServer:
+    server.reset()
+    return server
+
+
+@pytest.fixture
+def raw(srv: LocalServer) -> Iterator[OpenAI]:
+    client = OpenAI(base_url=srv.base_url, api_key="sk-test-secret", max_retries=0)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def cache() -> Cache:
+    return Cache([MemoryTier()])
+
+
+@pytest.fixture
+def client(raw: OpenAI, cache: Cache) -> OpenAI:
+    return wrap(raw, cache, accountant=False)
+
+
+def _text(stream: Any) -> dict[str, Any]:
+    """What a stream delivered: text and tool-call arguments per choice, finish reasons, usage."""
+    text: dict[int, str] = {}
+    args: dict[tuple[int, int], str] = {}
+    finish: dict[int, str] = {}
+    usage = None
+    for chunk in stream:
+        assert isinstance(chunk, ChatCompletionChunk)
+        if chunk.usage is not None:
+            usage = chunk.usage.model_dump()
+        for c in chunk.choices:
+            text[c.index] = text.get(c.index, "") + (c.delta.content or "")
+            for call in c.delta.tool_calls or ():
+                key = (c.index, call.index)
+                args[key] = args.get(key, "") + ((call.function and call.function.arguments) or "")
+            if c.finish_reason:
+                finish[c.index] = c.finish_reason
+    return {"text": text, "args": args, "finish": finish, "usage": usage}
+
+
+async def _atext(stream: Any) -> dict[str, Any]:
+    chunks = [chunk async for chunk in stream]
+    return _text(iter(chunks))
+
+
+# -- the wrapped client is the SDK's client ---------------------------------------------------
+
+
+def test_wrapped_is_an_instance_of_the_client_class(client: OpenAI, raw: OpenAI) -> None:
+    assert isinstance(client, OpenAI)
+    assert client.base_url == raw.base_url
+    assert client.api_key == raw.api_key
+    again = client.with_options(timeout=5)
+    assert isinstance(again, OpenAI)
+    assert type(again) is type(client)
+
+
+def test_public_attributes_pass_through(client: OpenAI, raw: OpenAI, srv: LocalServer) -> None:
+    cached = {"chat", "completions", "embeddings", "responses", "copy", "with_options"}
+    names = [n for n in dir(raw) if not n.startswith("_")]
+    assert set(names) <= set(dir(client))
+    for name in names:
+        ours, theirs = getattr(client, name), getattr(raw, name)
+        if name in cached:
+            continue
+        if callable(theirs) and hasattr(theirs, "__func__"):
+            assert ours.__func__ is theirs.__func__, name  # the SDK's own method
+        else:
+            assert type(ours) is type(theirs), name
+    # Everything public on the cached resources but create is the SDK resource's own.
+    for wrapped, sdk in (
+        (client.chat.completions, raw.chat.completions),
+        (client.embeddings, raw.embeddings),
+        (client.responses, raw.responses),
+        (client.completions, raw.completions),
+        (client.chat, raw.chat),
+    ):
+        for name in (n for n in dir(sdk) if not n.startswith("_")):
+            if name in ("create", "completions"):
+                continue
+            ours, theirs = getattr(wrapped, name), getattr(sdk, name)
+            if hasattr(theirs, "__func__"):
+                assert ours.__func__ is theirs.__func__, name
+            else:
+                assert type(ours) is type(theirs), name
+    # Pass-through calls reach the server.
+    models = client.models.list()
+    assert srv.count("models") == 1
+    assert [m.id for m in models.data] == [m.id for m in raw.models.list().data]
+    raw_response = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    )
+    assert raw_response.http_response.status_code == 200
+    client.with_raw_response.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert srv.count(CHAT) == 2  # raw responses always go upstream, never cached
+    with client.with_streaming_response.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    ) as response:
+        assert json.loads(response.read())["object"] == "chat.completion"
+    assert srv.count(CHAT) == 3
+
+
+def test_context_manager_and_close(srv: LocalServer, cache: Cache) -> None:
+    with wrap(OpenAI(base_url=srv.base_url, api_key="k"), cache, accountant=False) as client:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert client.is_closed()
+    with pytest.raises(RuntimeError, match="closed"):  # what the SDK's own client raises
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, seed=1)
+
+
+def test_with_options_copies_stay_cached(client: OpenAI, srv: LocalServer) -> None:
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    other = client.with_options(timeout=3.0, max_retries=1)
+    result = other.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    info = cache_info(result)
+    assert info is not None and info.hit
+    assert srv.count(CHAT) == 1
+
+
+# -- hits, types and the key -------------------------------------------------------------------
+
+
+def test_hit_returns_equal_sdk_object_and_says_where(client: OpenAI, srv: LocalServer) -> None:
+    first = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, tools=TOOLS)
+    second = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, tools=TOOLS)
+    assert type(second) is ChatCompletion
+    assert second is not first
+    assert second.model_dump() == first.model_dump()
+    assert second.choices[0].message.tool_calls
+    assert srv.count(CHAT) == 1
+    miss, hit = cache_info(first), cache_info(second)
+    assert miss is not None and not miss.hit and miss.stored
+    assert hit is not None and hit.hit and hit.tier == "memory"
+    assert cache_info(object()) is None
+
+
+def test_key_ignores_non_output_fields(raw: OpenAI, cache: Cache, srv: LocalServer) -> None:
+    client = wrap(raw, cache, accountant=False)
+    other_key = wrap(raw.with_options(api_key="sk-another"), cache, accountant=False)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, user="alice")
+    for c, extra in (
+        (other_key, {}),
+        (client, {"user": "bob", "timeout": 9.0, "extra_headers": {"X-Trace": "1"}}),
+        (client, {"metadata": {"run": "7"}, "store": False, "safety_identifier": "s"}),
+    ):
+        hit = c.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, **extra)
+        info = cache_info(hit)
+        assert info is not None and info.hit, extra
+    assert srv.count(CHAT) == 1
+
+
+def test_key_follows_output_fields(client: OpenAI, raw: OpenAI, srv: LocalServer) -> None:
+    base: dict[str, Any] = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    variants: list[dict[str, Any]] = [
+        {},
+        {"model": "gpt-4o"},
+        {"temperature": 0},
+        {"seed": 3},
+        {"max_tokens": 5},
+        {"tools": TOOLS},
+        {"extra_body": {"top_k": 3}},
+        {"messages": [{"role": "user", "content": "What is the capital of Spain?"}]},
+    ]
+    for v in variants:
+        client.chat.completions.create(**{**base, **v})
+    assert srv.count(CHAT) == len(variants)
+    # The same request to another base URL is another provider: another entry.
+    elsewhere = raw.with_options(base_url=srv.base_url.rstrip("/") + "/")
+    assert str(elsewhere.base_url) == str(raw.base_url)  # same URL once normalized
+    with LocalServer() as second:
+        other = wrap(
+            OpenAI(base_url=second.base_url, api_key="k", max_retries=0),
+            client._llmcache_wiring.cache,  # type: ignore[attr-defined]
+            accountant=False,
+        )
+        other.chat.completions.create(**base)
+        assert second.count(CHAT) == 1
+
+
+def test_generator_messages_are_sent_and_keyed(client: OpenAI, srv: LocalServer) -> None:
+    first = client.chat.completions.create(model="gpt-4o-mini", messages=(m for m in MESSAGES))
+    second = client.chat.completions.create(model="gpt-4o-mini", messages=list(MESSAGES))
+    assert first.model_dump() == second.model_dump()
+    assert srv.count(CHAT) == 1
+
+
+# -- per-call controls and policy --------------------------------------------------------------
+
+
+def test_per_call_controls(client: OpenAI, srv: LocalServer) -> None:
+    req: dict[str, Any] = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    with cache_control(no_store=True):
+        client.chat.completions.create(**req)
+    client.chat.completions.create(**req)  # not stored before: upstream, stored now
+    assert srv.count(CHAT) == 2
+    with cache_control(no_cache=True):
+        fresh = client.chat.completions.create(**req)
+    info = cache_info(fresh)
+    assert info is not None and not info.hit
+    assert srv.count(CHAT) == 3
+    # The keyword form never reaches the SDK (which would raise TypeError on an unknown one).
+    client.chat.completions.create(**req, llmcache={"no_cache": True})  # type: ignore[call-overload]
+    assert srv.count(CHAT) == 4
+    hit = client.chat.completions.create(**req, llmcache={"namespace": "other"})  # type: ignore[call-overload]
+    assert srv.count(CHAT) == 5
+    assert cache_info(hit) is not None
+    with pytest.raises(TypeError, match="llmcache="):
+        client.chat.completions.create(**req, llmcache={"nocache": True})  # type: ignore[call-overload]
+
+
+def test_sampled_bypass_policy(raw: OpenAI, cache: Cache, srv: LocalServer) -> None:
+    client = wrap(raw, cache, accountant=False, sampled="bypass")
+    for _ in range(2):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert srv.count(CHAT) == 2  # OpenAI's default temperature is 1: samples, not cached
+    for _ in range(2):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, temperature=0)
+    assert srv.count(CHAT) == 3
+    for _ in range(2):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, temperature=0, n=2)
+    assert srv.count(CHAT) == 5
+    with pytest.raises(ValueError, match="sampled"):
+        wrap(raw, cache, sampled="sometimes")  # type: ignore[arg-type]
+
+
+def test_default_policy_caches_n_choices(client: OpenAI, srv: LocalServer) -> None:
+    a = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, n=3)
+    b = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, n=3)
+    assert len(b.choices) == 3
+    assert a.model_dump() == b.model_dump()
+    assert srv.count(CHAT) == 1
+
+
+def test_errors_and_content_filter_are_not_stored(client: OpenAI, srv: LocalServer) -> None:
+    srv.fault(Fault.RATE_LIMIT, retry_after=0.0)
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert srv.count(CHAT) == 2
+    filtered = [{"role": "user", "content": "tell me [content_filter] things"}]
+    for _ in range(2):
+        out = client.chat.completions.create(model="gpt-4o-mini", messages=filtered)
+        assert out.choices[0].finish_reason == "content_filter"
+    assert srv.count(CHAT) == 4
+    # Cut at max_tokens is the complete answer to that request: stored.
+    for _ in range(2):
+        out = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=2)
+        assert out.choices[0].finish_reason == "length"
+    assert srv.count(CHAT) == 5
+
+
+# -- streams -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tools", [None, TOOLS], ids=["text", "tools"])
+@pytest.mark.parametrize("usage", [False, True], ids=["no-usage", "usage"])
+def test_stream_miss_then_replay_equal(
+    client: OpenAI, srv: LocalServer, tools: Any, usage: bool
+) -> None:
+    extra: dict[str, Any] = {"tools": tools} if tools else {}
+    if usage:
+        extra["stream_options"] = {"include_usage": True}
+    with client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True, **extra
+    ) as stream:
+        assert isinstance(stream, openai.Stream)
+        original = _text(stream)
+    replay_stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True, **extra
+    )
+    assert isinstance(replay_stream, openai.Stream)
+    info = cache_info(replay_stream)
+    assert info is not None and info.hit
+    replayed = _text(replay_stream)
+    assert replayed == original
+    assert (original["usage"] is not None) is usage  # hidden unless asked for
+    assert srv.count(CHAT) == 1
+    # One key for stream and non-stream: the stream's entry answers a plain call too.
+    plain = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, **extra)
+    assert srv.count(CHAT) == 1
+    assert plain.choices[0].finish_reason == original["finish"][0]
+    if tools:
+        call = plain.choices[0].message.tool_calls[0]  # type: ignore[index]
+        assert call.function.arguments == original["args"][(0, 0)]  # type: ignore[union-attr]
+    else:
+        assert plain.choices[0].message.content == original["text"][0]
+
+
+def test_non_stream_entry_answers_a_stream(client: OpenAI, srv: LocalServer) -> None:
+    plain = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    got = _text(
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert got["text"][0] == plain.choices[0].message.content
+    assert plain.usage is not None
+    assert got["usage"] == plain.usage.model_dump()
+    assert srv.count(CHAT) == 1
+
+
+def test_broken_stream_is_not_stored(client: OpenAI, srv: LocalServer) -> None:
+    srv.fault(Fault.DROP_STREAM, after_chunks=2)
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    with pytest.raises(openai.APIConnectionError):
+        for _ in stream:
+            pass
+    again = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    info = cache_info(again)
+    assert info is not None and not info.hit
+    _text(again)
+    assert srv.count(CHAT) == 2
+    third = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    info = cache_info(third)
+    assert info is not None and info.hit
+
+
+def test_abandoned_stream_is_not_stored(client: OpenAI, srv: LocalServer) -> None:
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    next(iter(stream))
+    stream.close()
+    with client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    ) as second:
+        next(iter(second))  # leaving the block closes it early
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert srv.count(CHAT) == 3
+
+
+def test_stream_cut_by_content_filter_is_not_stored(client: OpenAI, srv: LocalServer) -> None:
+    filtered = [{"role": "user", "content": "[content_filter] please"}]
+    for _ in range(2):
+        got = _text(
+            client.chat.completions.create(model="gpt-4o-mini", messages=filtered, stream=True)
+        )
+        assert got["finish"][0] == "content_filter"
+    assert srv.count(CHAT) == 2
+
+
+# -- the other endpoints -----------------------------------------------------------------------
+
+
+def test_embeddings_cached(client: OpenAI, raw: OpenAI, srv: LocalServer) -> None:
+    a = client.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
+    b = client.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
+    assert a.model_dump() == b.model_dump()
+    assert (
+        b.data[0].embedding
+        == raw.embeddings.create(model="text-embedding-3-small", input=["a", "b"]).data[0].embedding
+    )
+    assert srv.count("embeddings") == 2  # one through the wrapper, one raw
+
+
+def test_responses_cached_stream_and_not(client: OpenAI, srv: LocalServer) -> None:
+    first = client.responses.create(model="gpt-4o-mini", input="Say hello")
+    second = client.responses.create(model="gpt-4o-mini", input="Say hello")
+    assert second.model_dump() == first.model_dump()
+    assert second.output_text == first.output_text
+    events = list(client.responses.create(model="gpt-4o-mini", input="Say hello", stream=True))
+    assert events[-1].type == "response.completed"
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == first.output_text
+    assert srv.count("responses") == 1
+    # A streamed miss is stored for a later plain call.
+    live = list(client.responses.create(model="gpt-4o-mini", input="Say bye", stream=True))
+    plain = client.responses.create(model="gpt-4o-mini", input="Say bye")
+    assert live[-1].response.output_text == plain.output_text  # type: ignore[union-attr]
+    assert srv.count("responses") == 2
+
+
+def test_completions_cached_stream_and_not(client: OpenAI, srv: LocalServer) -> None:
+    first = client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Once upon")
+    text = "".join(
+        c.choices[0].text
+        for c in client.completions.create(
+            model="gpt-3.5-turbo-instruct", prompt="Once upon", stream=True
+        )
+        if c.choices
+    )
+    assert text == first.choices[0].text
+    assert srv.count("completions") == 1
+
+
+# -- many callers ------------------------------------------------------------------------------
+
+
+def _check_one_request_per_key(srv: LocalServer, results: list[tuple[int, Any]]) -> None:
+    """Two keys, 500 calls each (250 plain, 250 streamed): two upstream requests in all, and
+    every caller of a key got the same answer (a replayed stream: same text, tool-call
+    arguments, finish reasons and usage chunk as the streamed original)."""
+    assert srv.count(CHAT) == 2
+    for k in (0, 1):
+        plain = [r for key, r in results if key == k and "choices" in r]
+        streams = [r for key, r in results if key == k and "text" in r]
+        assert len(plain) == len(streams) == 250
+        assert all(p == plain[0] for p in plain)
+        assert all(s == streams[0] for s in streams)
+        assert streams[0]["text"][0] == (plain[0]["choices"][0]["message"]["content"] or "")
+
+
+def test_1000_sync_calls_one_upstream_request_per_key(client: OpenAI, srv: LocalServer) -> None:
+    srv.ttft = 0.05  # the first answer takes a while: every caller misses at once
+    requests = [
+        {"model": "gpt-4o-mini", "messages": MESSAGES},
+        {"model": "gpt-4o-mini", "messages": MESSAGES, "tools": TOOLS},
+    ]
+
+    def call(i: int) -> tuple[int, Any]:
+        req = requests[i % 2]
+        if i % 4 < 2:
+            return i % 2, client.chat.completions.create(**req).model_dump()
+        return i % 2, _text(
+            client.chat.completions.create(
+                **req, stream=True, stream_options={"include_usage": True}
+            )
+        )
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(call, range(1000)))
+    finally:
+        srv.ttft = 0.0
+    _check_one_request_per_key(srv, results)
+
+
+def test_1000_async_calls_one_upstream_request_per_key(srv: LocalServer, cache: Cache) -> None:
+    async def main() -> list[tuple[int, Any]]:
+        async with wrap(
+            AsyncOpenAI(base_url=srv.base_url, api_key="k", max_retries=0),
+            cache,
+            accountant=False,
+        ) as client:
+            requests = [
+                {"model": "gpt-4o-mini", "messages": MESSAGES},
+                {"model": "gpt-4o-mini", "messages": MESSAGES, "tools": TOOLS},
+            ]
+
+            async def call(i: int) -> tuple[int, Any]:
+                req = requests[i % 2]
+                if i % 4 < 2:
+                    result = await client.chat.completions.create(**req)
+                    return i % 2, result.model_dump()
+                stream = await client.chat.completions.create(
+                    **req, stream=True, stream_options={"include_usage": True}
+                )
+                assert isinstance(stream, openai.AsyncStream)
+                return i % 2, await _atext(stream)
+
+            return await asyncio.gather(*(call(i) for i in range(1000)))
+
+    srv.ttft = 0.05
+    try:
+        results = asyncio.run(main())
+    finally:
+        srv.ttft = 0.0
+    _check_one_request_per_key(srv, results)
+
+
+def test_async_broken_stream_not_stored(srv: LocalServer, cache: Cache) -> None:
+    async def main() -> None:
+        client = wrap(
+            AsyncOpenAI(base_url=srv.base_url, api_key="k", max_retries=0), cache, accountant=False
+        )
+        srv.fault(Fault.DROP_STREAM, after_chunks=1)
+        stream = await client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        )
+        with pytest.raises(openai.APIConnectionError):
+            async for _ in stream:
+                pass
+        done = await client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        )
+        async with done:
+            await _atext(done)
+        hit = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        info = cache_info(hit)
+        assert info is not None and info.hit
+        await client.close()
+
+    asyncio.run(main())
+    assert srv.count(CHAT) == 2
+
+
+# -- accounting --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    book = Ledger(SQLiteStore(tmp_path / "ledger.sqlite3"))
+    yield book
+    book.close()
+
+
+def test_calls_are_accounted(raw: OpenAI, cache: Cache, ledger: Ledger) -> None:
+    client = wrap(raw, cache, accountant=Accountant(ledger=ledger), provider="openai")
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    _text(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    ledger.flush()
+    records = list(ledger.records())
+    assert [r.cache for r in records] == [CacheOutcome.MISS, CacheOutcome.HIT, CacheOutcome.HIT]
+    miss, hit, _ = records
+    assert miss.cost is not None and miss.cost.total > 0
+    assert miss.usage.input > 0 and not miss.usage.estimated
+    assert hit.cost is not None and hit.cost.total == 0
+    assert hit.saved == miss.cost.total
+    assert hit.cache_tier == "memory"
+
+
+def test_streamed_miss_and_broken_stream_are_accounted(
+    raw: OpenAI, cache: Cache, ledger: Ledger, srv: LocalServer
+) -> None:
+    client = wrap(raw, cache, ledger=ledger, provider="openai")
+    _text(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    srv.fault(Fault.DROP_STREAM, after_chunks=3)
+    with pytest.raises(openai.APIConnectionError):
+        _text(
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+        )
+    ledger.flush()
+    ok, broken = list(ledger.records())
+    assert ok.cache is CacheOutcome.MISS and ok.status.value == "ok"
+    assert not ok.usage.estimated  # the usage chunk was requested for the ledger
+    assert broken.status.value == "provider_error"
+    assert broken.usage.estimated and broken.usage.output > 0  # what was streamed is billed
+
+
+def test_exports() -> None:
+    assert llmcache.wrap is wrap
+    assert llmcache.cache_info is cache_info
