@@ -26,11 +26,15 @@ import inspect
 import threading
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
+from llmcache import spend
 from llmcache.cache import Cache, Fetched
 from llmcache.keys import CacheKey, canonical_json, validate_name
 from llmcache.values import ValueCodec, codec_for
+
+if TYPE_CHECKING:
+    from accounting import Accountant
 
 __all__ = ["AsyncCachedFunction", "CachedFunction", "cache_control", "cached"]
 
@@ -113,6 +117,7 @@ class _Spec:
         key: Callable[..., Any] | None,
         version: str | int | None,
         condition: Callable[[Any], bool] | None,
+        accountant: Accountant | Literal[False] | None = None,
     ) -> None:
         # Options are checked here, at decoration, not at the first call (STYLE 6).
         if ttl is not None and not ttl > 0:
@@ -132,6 +137,18 @@ class _Spec:
             _check_captured(self.name, fn, self.cells)
         self._codec: ValueCodec | None = None
         self._lock = threading.Lock()
+        self._accountant = accountant
+
+    def accountant(self) -> Accountant | None:
+        """The accountant, made (the default ledger opened) only when first needed."""
+        if self._accountant is None:
+            self._accountant = spend.default_accountant()
+        return self._accountant or None
+
+    @property
+    def accounting(self) -> Callable[[], Accountant | None] | None:
+        """What :func:`spend.counted` takes: ``None`` when accounting is off."""
+        return None if self._accountant is False else self.accountant
 
     @property
     def cache(self) -> Cache:
@@ -167,14 +184,27 @@ class _Spec:
     def options(self) -> dict[str, Any]:
         ctl = _control.get()
         codec = self.codec
+        condition = self.condition
         return {
             "ttl": ctl.ttl if ctl.ttl is not None else self.ttl,
             "no_cache": ctl.no_cache,
             "no_store": ctl.no_store,
-            "condition": self.condition,
-            "encode": codec.encode,
-            "decode": codec.decode,
+            "condition": None if condition is None else lambda out: condition(out.value),
+            "encode": lambda out: spend.frame(out.spent, codec.encode(out.value)),
+            "decode": lambda stored: _decoded(codec, stored),
         }
+
+    def done(self, fetched: Fetched[spend.Counted]) -> Fetched[Any]:
+        """The caller's view of a fetch: the value, and a hit's saving recorded."""
+        out, info = fetched.value, fetched.info
+        if out.spent is not None and (info.hit or info.coalesced):
+            spend.record_hit(self.accountant(), out.spent, info.tier or "single-flight")
+        return Fetched(out.value, info)
+
+
+def _decoded(codec: ValueCodec, stored: bytes) -> spend.Counted:
+    spent, body = spend.unframe(stored)
+    return spend.Counted(codec.decode(body), spent)
 
 
 # -- what a function captures -----------------------------------------------------------------
@@ -288,7 +318,12 @@ class CachedFunction(Generic[P, R]):
         """Call through the cache and return the value with its :class:`~llmcache.CacheInfo`."""
         spec = self._spec
         ck = spec.key(args, kwargs)
-        return spec.cache.fetch(ck, lambda: spec.fn(*args, **kwargs), **spec.options())
+        fetched = spec.cache.fetch(
+            ck,
+            lambda: spend.counted(lambda: spec.fn(*args, **kwargs), spec.accounting),
+            **spec.options(),
+        )
+        return spec.done(fetched)
 
     def key(self, *args: P.args, **kwargs: P.kwargs) -> CacheKey:
         """The cache key these arguments map to."""
@@ -323,7 +358,12 @@ class AsyncCachedFunction(Generic[P, R]):
         """Await through the cache and return the value with its :class:`~llmcache.CacheInfo`."""
         spec = self._spec
         ck = spec.key(args, kwargs)
-        return await spec.cache.afetch(ck, lambda: spec.fn(*args, **kwargs), **spec.options())
+        fetched = await spec.cache.afetch(
+            ck,
+            lambda: spend.acounted(lambda: spec.fn(*args, **kwargs), spec.accounting),
+            **spec.options(),
+        )
+        return spec.done(fetched)
 
     def key(self, *args: P.args, **kwargs: P.kwargs) -> CacheKey:
         """The cache key these arguments map to."""
@@ -444,6 +484,7 @@ def cached(
     key: Callable[..., Any] | None = None,
     version: str | int | None = None,
     condition: Callable[[Any], bool] | None = None,
+    accountant: Accountant | Literal[False] | None = None,
 ) -> _Decorator: ...
 
 
@@ -457,6 +498,7 @@ def cached(
     key: Callable[..., Any] | None = None,
     version: str | int | None = None,
     condition: Callable[[Any], bool] | None = None,
+    accountant: Accountant | Literal[False] | None = None,
 ) -> Any:
     """Cache a function's results; use bare (``@cached``) or with options.
 
@@ -468,6 +510,8 @@ def cached(
             (use it to leave out arguments such as clients or loggers).
         version: bump it when the function's behaviour changes: old entries stop matching.
         condition: ``condition(result)`` decides whether a result is stored.
+        accountant: where a miss's spend is learnt and a hit's saving recorded (see
+            :mod:`llmcache.spend`); default the process-wide one, ``False`` for none.
 
     Raises:
         ValueError: at decoration, for a ``ttl`` not > 0 or an invalid ``namespace`` name.
@@ -486,6 +530,7 @@ def cached(
             key=key,
             version=version,
             condition=condition,
+            accountant=accountant,
         )
         if inspect.iscoroutinefunction(f):
             return AsyncCachedFunction(f, spec)
