@@ -1,4 +1,4 @@
-"""The ``llmcache`` command: ``demo``, ``stats``, ``clear`` and ``report``.
+"""The ``llmcache`` command: ``demo``, ``stats``, ``clear``, ``report`` and ``serve``.
 
 ``stats`` and ``clear`` work on the configured cache: memory + disk under ``--dir`` (else
 ``LLMCACHE_DIR``, else the user cache directory), plus Redis with ``--redis-url`` (else
@@ -28,6 +28,7 @@ from llmcache.cache import Cache
 from llmcache.config import ENV_REDIS_URL, CacheConfig
 from llmcache.keys import validate_name
 from llmcache.paths import ENV_DIR
+from llmcache.testing import __main__ as testing
 from llmcache.tiers.base import SizedTier, Tier
 from llmcache.tiers.disk import DiskTier
 from llmcache.tiers.memory import MemoryTier
@@ -95,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
         parents=[where],
         help="show the cache at work on the embedded default (memory + disk)",
         description="Show the cache at work: a slow function made fast, agents asking "
-        "overlapping questions, and a restart served from disk.",
+        "overlapping questions, a restart served from disk, and agents on a wrapped OpenAI "
+        "client talking to a local OpenAI-compatible server (costs go to the ledger).",
     )
     p.set_defaults(run=_demo)
 
@@ -117,6 +119,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--namespace", metavar="N", help="invalidate namespace N only")
     p.set_defaults(run=_clear)
+
+    p = commands.add_parser(
+        "serve",
+        help="run the local OpenAI-compatible server (llmcache.testing) until stopped",
+        description="Run llmcache.testing's OpenAI-compatible server: deterministic answers, "
+        "usage counted with tiktoken, optional latency. Prints its base URL, then serves until "
+        "Ctrl-C or SIGTERM. Point any OpenAI client at it to test offline.",
+    )
+    testing.add_arguments(p)
+    p.set_defaults(run=_serve)
 
     p = commands.add_parser(
         "report",
@@ -190,11 +202,19 @@ def _demo(args: argparse.Namespace) -> int:
     # The demo is about the embedded default: no Redis, even when LLMCACHE_REDIS_URL is set.
     config = dataclasses.replace(CacheConfig.resolve(directory=args.dir), redis_url=None)
     try:
-        ctx = demo.DemoContext(config=config, out=sys.stdout)
+        ledger = Path(args.dir).expanduser() / "ledger.sqlite3" if args.dir else None
+        ctx = demo.DemoContext(config=config, out=sys.stdout, ledger_path=ledger)
     except ValueError as exc:
         raise _Failure(str(exc)) from None
     demo.run(ctx)
     return 0
+
+
+# -- serve ----------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    return testing.run(args)
 
 
 # -- stats ----------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TextIO
 
 from llmcache.cache import Cache, Fetched
@@ -82,14 +83,19 @@ class DemoContext:
     Args:
         config: where the cache lives.
         out: where the demo writes.
+        ledger_path: the cost ledger's SQLite file (default: ``default_ledger_path()``, where
+            ``llmcache report`` reads).
 
     Raises:
         ValueError: the cache directory cannot be opened.
     """
 
-    def __init__(self, *, config: CacheConfig, out: TextIO) -> None:
+    def __init__(
+        self, *, config: CacheConfig, out: TextIO, ledger_path: Path | None = None
+    ) -> None:
         self.config = config
         self.out = out
+        self.ledger_path = ledger_path
         self.model = SlowModel()
         self.cache = config.open(namespace=NAMESPACE)
         self.ask = _cached_ask(self.cache, self.model)
@@ -242,11 +248,20 @@ def restart_serves_from_disk(ctx: DemoContext) -> None:
     _stats_table(ctx, before, ctx.cache.stats())
 
 
+def agents_on_a_wrapped_client(ctx: DemoContext) -> None:
+    """Four agents on ``wrap(OpenAI(base_url=<local server>))``: see :mod:`llmcache.demo_openai`."""
+    # Imported here: the openai SDK takes a while to load, and only this section needs it.
+    from llmcache import demo_openai  # noqa: PLC0415
+
+    demo_openai.agents_on_a_wrapped_client(ctx)
+
+
 #: The demo's sections, in order.
 SECTIONS: tuple[Section, ...] = (
     Section("A slow function made fast", slow_function_made_fast),
     Section("Agents asking overlapping questions", agents_with_overlapping_questions),
     Section("Restart: the disk tier remembers", restart_serves_from_disk),
+    Section("Agents on a wrapped OpenAI client", agents_on_a_wrapped_client),
 )
 
 

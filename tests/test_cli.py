@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 import redis
+from openai import OpenAI
 
 from llmcache import Cache, DiskTier, MemoryTier, RedisTier
 
@@ -435,3 +437,27 @@ def test_report_reads_a_shared_redis_ledger(tmp_path: Path, redis_url: str) -> N
         ok(llmcache("report", "--ledger", redis_url, "--format", "json", llmcache_dir=tmp_path))
     )
     assert [(r["user"], r["cost_usd"]) for r in rows] == [("ann", "0.5"), ("cy", "0.25")]
+
+
+def test_serve_runs_the_local_server_until_sigterm() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmcache", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = line.strip().rsplit(" ", 1)[-1]
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1"), line
+        client = OpenAI(base_url=url, api_key="k", max_retries=0)
+        answer = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert answer.choices[0].message.content
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)  # also closes the pipes
+    assert proc.returncode == 0, err
