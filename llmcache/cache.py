@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -98,8 +99,9 @@ def json_body(value: Any) -> bytes:
 
 
 def _check_ttl(ttl: float | None) -> None:
-    if ttl is not None and not ttl > 0:
-        raise ValueError(f"ttl must be > 0 seconds or None, got {ttl!r}")
+    # An infinite TTL would be written as a header no reader accepts: None is "forever".
+    if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
+        raise ValueError(f"ttl must be a finite number > 0 of seconds, or None, got {ttl!r}")
 
 
 def _cap(tier_ttl: float | None, ttl: float | None) -> float | None:
@@ -145,8 +147,8 @@ class Cache:
         for i, tier in enumerate(tiers):
             if not isinstance(tier, Tier):
                 raise TypeError(f"Cache tiers[{i}] ({tier!r}) does not implement the Tier protocol")
-        if ttl is not None and ttl <= 0:
-            raise ValueError(f"Cache ttl must be > 0 or None, got {ttl}")
+        if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
+            raise ValueError(f"Cache ttl must be a finite number > 0 or None, got {ttl}")
         if lock_lease <= 0:
             raise ValueError(f"Cache lock_lease must be > 0, got {lock_lease}")
         if wait_timeout is not None and wait_timeout <= 0:
@@ -166,6 +168,7 @@ class Cache:
         locks = [i for i, t in enumerate(tiers) if isinstance(t, LockTier)]
         self._lock_index = locks[-1] if locks else None
         self._inline = [isinstance(t, EntryTier) for t in tiers]
+        self._all_inline = all(self._inline)
         self._fast_tier = self.tiers[0] if self._inline[0] else None
         self._gens: dict[str, _Generation] = {}
         self._names: set[str] = {self.namespace}
@@ -313,27 +316,34 @@ class Cache:
             return i, entry
         return None
 
-    def _put(self, i: int, tkey: str, raw: bytes, entry: Entry, ttl: float | None) -> Flow[bool]:
+    def _put(
+        self, i: int, tkey: str, raw: bytes | None, entry: Entry, ttl: float | None
+    ) -> Flow[bool]:
+        """Write ``entry`` to tier ``i`` (``raw``: its envelope, built here if needed)."""
         tier = self.tiers[i]
         if self._inline[i]:
             try:
-                tier.set_entry(tkey, raw, entry, ttl)  # type: ignore[attr-defined]
+                tier.set_entry(tkey, entry, ttl)  # type: ignore[attr-defined]
             except Exception as exc:
                 self._fault(i, exc)
                 return False
         else:
+            if raw is None:
+                raw = encode(tkey, entry.body, created=entry.created, ttl=entry.ttl)
             res = yield TierCall(tier, "set", tkey, raw, ttl)
             if type(res) is Failed:
                 self._fault(i, res.exc)
                 return False
         return True
 
-    def _fast_entry(self, ck: CacheKey) -> tuple[str, Entry] | None:
-        """A live entry in an in-process first tier, found without building a flow.
+    def _fast_entry(self, ck: CacheKey) -> tuple[str, Entry | None] | None:
+        """Look ``ck`` up in an in-process first tier without building a flow.
 
-        This is the hottest path. Anything unusual (a generation to refresh, a miss, an expired
-        entry) returns ``None`` and the full flow handles and counts it. Callers count a hit
-        with :meth:`_fast_counted` once they have decoded it.
+        This is the hottest path. Returns ``(tier key, live entry)``, ``(tier key, None)`` when
+        that tier has no live entry (the flow then reads the other tiers only), or ``None`` when
+        it could not look (a generation to refresh, no in-process first tier, a failure): the
+        full flow then handles and counts everything. Callers count a hit with
+        :meth:`_fast_counted` once they have decoded it.
         """
         tier = self._fast_tier
         known = self._gens.get(ck.namespace)
@@ -345,7 +355,7 @@ class Cache:
         except Exception:
             return None
         if entry is None or (entry.ttl is not None and entry.created + entry.ttl <= time.time()):
-            return None
+            return tkey, None
         return tkey, entry
 
     def _fast_counted(self, entry: Entry) -> None:
@@ -355,11 +365,14 @@ class Cache:
         self._lookups += 1
         self._hits += 1
 
-    def _fast_hit(self, ck: CacheKey, dec: Callable[[bytes], Any]) -> Fetched[Any] | None:
+    def _fast_hit(self, ck: CacheKey, dec: Callable[[bytes], Any]) -> Fetched[Any] | str | None:
+        """A hit in the first tier; else the tier key when that tier missed, else ``None``."""
         found = self._fast_entry(ck)
         if found is None:
             return None
         tkey, entry = found
+        if entry is None:
+            return tkey
         try:
             value = dec(entry.body)
         except Exception:
@@ -393,13 +406,14 @@ class Cache:
     def _store(self, tkey: str, body: bytes, ttl: float | None) -> Flow[bool]:
         ttl = self.ttl if ttl is None else ttl
         entry = Entry(body=body, created=time.time(), ttl=ttl)
-        raw = encode(tkey, body, created=entry.created, ttl=ttl)
+        # The envelope only for tiers that hold bytes: an in-process tier keeps the entry.
+        raw = None if self._all_inline else encode(tkey, body, created=entry.created, ttl=ttl)
         stored = False
         for i, tier in enumerate(self.tiers):
             if (yield from self._put(i, tkey, raw, entry, _cap(tier.ttl, ttl))):
                 c = self._counters[i]
                 c.stores += 1
-                c.bytes_written += len(raw)
+                c.bytes_written += len(body) if self._inline[i] or raw is None else len(raw)
                 stored = True
         return stored
 
@@ -422,11 +436,17 @@ class Cache:
         condition: Callable[[Any], bool] | None,
         enc: Callable[[Any], bytes],
         dec: Callable[[bytes], Any],
+        first_missed: str | None = None,
     ) -> Flow[Fetched[Any]]:
-        tkey = yield from self._tier_key(ck)
+        if first_missed is None:
+            tkey = yield from self._tier_key(ck)
+            start = 0
+        else:  # the first tier was read (and missed) on the fast path
+            tkey, start = first_missed, 1
+            self._counters[0].misses += 1
         if not no_cache:
             self._lookups += 1
-            found = yield from self._lookup(tkey)
+            found = yield from self._lookup(tkey, start)
             hit = None if found is None else self._hit(tkey, found, dec)
             if hit is not None:
                 return hit
@@ -570,12 +590,15 @@ class Cache:
         """The part of a fetch the sync and async faces share: a fast hit, or the flow to drive."""
         _check_ttl(ttl)
         ck = self.key(key, namespace=namespace, tenant=tenant)
+        first_missed = None
         if not no_cache:
             hit = self._fast_hit(ck, decode)
-            if hit is not None:
+            if isinstance(hit, Fetched):
                 return hit
+            first_missed = hit
         return self._fetch(
             ck,
+            first_missed=first_missed,
             fn=fn,
             ttl=ttl,
             no_cache=no_cache,
@@ -591,7 +614,7 @@ class Cache:
         """The body of a fast hit, or the flow that reads the tiers."""
         ck = self.key(key, namespace=namespace, tenant=tenant)
         found = self._fast_entry(ck)
-        if found is None:
+        if found is None or found[1] is None:
             return self._get(ck)
         self._fast_counted(found[1])
         return found[1].body
@@ -774,7 +797,7 @@ class Cache:
         ck = self.key(key, namespace=namespace, tenant=tenant)
         if not no_cache:
             hit = self._fast_hit(ck, decode)
-            if hit is not None:
+            if isinstance(hit, Fetched):
                 return hit
         return claim_flow(self, ck, decode=decode, ttl=ttl, no_cache=no_cache, no_store=no_store)
 

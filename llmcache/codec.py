@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 
 __all__ = ["ENVELOPE_VERSION", "CorruptEntry", "Entry", "decode", "encode"]
 
@@ -51,18 +52,37 @@ class Entry:
         return None if self.ttl is None else min(self.ttl, self.created + self.ttl - now)
 
 
+_SAFE_KEY = re.compile(r"[A-Za-z0-9_.@:~\-]*")
+_TTL_TYPES = (float, int, type(None))
+
+
 def _checksum(body: bytes) -> str:
     return hashlib.blake2b(body, digest_size=16).hexdigest()
 
 
 def encode(key: str, body: bytes, *, created: float, ttl: float | None) -> bytes:
     """Wrap ``body`` (JSON bytes) in an envelope for ``key``."""
+    checksum = _checksum(body)
+    if (
+        type(created) is float
+        and type(ttl) in _TTL_TYPES
+        and math.isfinite(created)
+        and (ttl is None or math.isfinite(ttl))
+        and _SAFE_KEY.fullmatch(key)
+    ):
+        # What json.dumps writes for these values (keys are made of name characters, hex and
+        # ":"; floats print as repr), without its per-call setup: this runs at every store.
+        ttl_text = "null" if ttl is None else repr(ttl)
+        return (
+            f'{{"llmcache":{ENVELOPE_VERSION},"key":"{key}","created":{created!r},'
+            f'"ttl":{ttl_text},"sum":"{checksum}"}}\n'
+        ).encode() + body
     header = {
         "llmcache": ENVELOPE_VERSION,
         "key": key,
         "created": created,
         "ttl": ttl,
-        "sum": _checksum(body),
+        "sum": checksum,
     }
     return json.dumps(header, separators=(",", ":")).encode() + b"\n" + body
 

@@ -23,13 +23,16 @@ class FlightAbandoned(LLMCacheError):
 class Flight:
     """One upstream call in progress; finished with its encoded result or its error."""
 
-    __slots__ = ("_done", "_lock", "_waiters", "body", "error", "lease", "thread")
+    __slots__ = ("_done", "_event", "_lock", "_waiters", "body", "error", "lease", "thread")
 
     def __init__(self) -> None:
         #: The leader's thread: a blocking wait there (a sync call made from a coroutine on
         #: that thread's event loop) would stop the leader from ever finishing.
         self.thread = threading.get_ident()
-        self._done = threading.Event()
+        self._done = False
+        # Made by the first waiting thread: most flights have no waiter, and an Event (a
+        # Condition and its lock) costs more than the rest of the flight.
+        self._event: threading.Event | None = None
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self.body: bytes | None = None
@@ -40,14 +43,16 @@ class Flight:
     @property
     def done(self) -> bool:
         """Whether the flight has finished."""
-        return self._done.is_set()
+        return self._done
 
     def finish(self, body: bytes | None, error: BaseException | None = None) -> None:
         """Publish the result (or error) and wake every waiter, in any thread or loop."""
         self.body, self.error = body, error
         with self._lock:
-            self._done.set()
-            waiters, self._waiters = self._waiters, []
+            self._done = True
+            event, waiters, self._waiters = self._event, self._waiters, []
+        if event is not None:
+            event.set()
         for loop, fut in waiters:
             # The waiter's loop may have closed meanwhile; nothing is left to wake there.
             with contextlib.suppress(RuntimeError):
@@ -58,22 +63,29 @@ class Flight:
 
         Returns ``False`` at once when called on the leader's own thread.
         """
-        if self.thread == threading.get_ident() and not self._done.is_set():
-            return False
-        return self._done.wait(timeout)
+        with self._lock:
+            if self._done:
+                return True
+            if self.thread == threading.get_ident():
+                return False
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        event.wait(timeout)
+        return self._done
 
     async def wait_async(self, timeout: float | None) -> bool:
         """Await until finished or ``timeout`` seconds; return whether it finished."""
         loop = asyncio.get_running_loop()
         with self._lock:
-            if self._done.is_set():
+            if self._done:
                 return True
             fut: asyncio.Future[None] = loop.create_future()
             self._waiters.append((loop, fut))
         try:
             await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            return self._done.is_set()
+            return self._done
         return True
 
 

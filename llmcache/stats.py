@@ -35,7 +35,9 @@ class TierStats:
     ``misses`` counts lookups that found nothing (or an expired entry); ``corrupt`` counts entries
     that failed to decode or verify (each also served as a miss); ``errors`` counts failed calls;
     ``skipped`` counts calls not attempted because the tier's circuit breaker was open;
-    ``last_error`` is the type and message of the latest failure.
+    ``last_error`` is the type and message of the latest failure. ``bytes_read`` counts value
+    bytes served; ``bytes_written`` the bytes stored: values for an in-process tier, envelopes
+    (header and value) for the others.
     """
 
     name: str

@@ -121,3 +121,11 @@ def test_aclaim() -> None:
     asyncio.run(main())
     with pytest.raises(ValueError, match="ttl"):
         cache.claim("k", ttl=0)
+
+
+def test_infinite_ttl_is_refused_not_stored_unreadable(tmp_path: Path) -> None:
+    # inf would be written into the envelope header, which every reader rejects as corrupt.
+    with pytest.raises(ValueError, match="finite"):
+        Cache([MemoryTier()], ttl=float("inf"))
+    with pytest.raises(ValueError, match="finite"):
+        _cache(tmp_path).fetch("k", lambda: 1, ttl=float("inf"))

@@ -86,8 +86,7 @@ class WrapPolicy:
             )
 
 
-def _given(value: object) -> bool:
-    return not isinstance(value, NotGiven | Omit)
+_PLAIN = frozenset({str, int, float, bool, list, dict, type(None)})
 
 
 def request_params(kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -99,9 +98,12 @@ def request_params(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     for name, value in kwargs.items():
-        if not _given(value):
+        t = type(value)
+        if t in _PLAIN:  # the common case, decided without isinstance and its ABC checks
+            out[name] = value
+        elif isinstance(value, NotGiven | Omit):
             continue
-        if not isinstance(value, str | bytes | Mapping | list | BaseModel) and isinstance(
+        elif not isinstance(value, str | bytes | Mapping | BaseModel) and isinstance(
             value, Iterable
         ):
             out[name] = list(value)

@@ -105,12 +105,8 @@ class EntryTier(Protocol):
     def get_entry(self, key: str) -> Entry | None:
         """Return the decoded entry under ``key``, or ``None``."""
 
-    def set_entry(self, key: str, raw: bytes, entry: Entry, ttl: float | None) -> None:
-        """Store ``entry``, decoded from the envelope ``raw``.
-
-        The tier may keep either form and rebuild the other when asked for it; keeping both
-        would hold every value twice.
-        """
+    def set_entry(self, key: str, entry: Entry, ttl: float | None) -> None:
+        """Store ``entry``; :meth:`get` of the same key rebuilds its envelope when asked."""
 
 
 @runtime_checkable

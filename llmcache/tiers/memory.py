@@ -103,8 +103,8 @@ class MemoryTier(InlineAsync):
         """Store ``value``; evict least recently used entries to stay within bounds."""
         self._set(key, value, None, ttl)
 
-    def set_entry(self, key: str, raw: bytes, entry: Entry, ttl: float | None) -> None:
-        """Store the decoded ``entry`` (of the envelope ``raw``), so hits skip decoding.
+    def set_entry(self, key: str, entry: Entry, ttl: float | None) -> None:
+        """Store the decoded ``entry``, so hits skip decoding.
 
         Only the entry is kept: :meth:`get` re-encodes an equivalent envelope when asked.
         """
