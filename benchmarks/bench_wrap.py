@@ -10,9 +10,11 @@ started as a separate process so the CPU time measured here is the client's alon
 
 * **Miss overhead**: CPU time of the calling thread (``time.thread_time_ns``) per
   ``chat.completions.create`` of a new request, through ``wrap(OpenAI(), Cache([MemoryTier()]))``
-  and through the raw client, in alternating blocks. The overhead is the difference of the
-  medians. Target: <= 150 us. Measured without accounting (the ledger and its thread are the
-  accounting issue's; its figure is printed beside).
+  and through the raw client, in alternating blocks. Two figures: the difference of the medians,
+  and (less noisy, since the SDK's own ~3 ms per call varies) the wrapper's own CPU per call: the
+  call minus the SDK ``create`` inside it, timed by a hook on the wrapped resource. Target:
+  <= 150 us, without accounting; the figures with the ledger (a durable SQLite record per
+  miss) are printed beside.
 * **Memory hit**: wall time per repeated ``create`` through the wrapped client beside its floor,
   called in turn each round: the canonical key of the same request + a dict lookup +
   ``ChatCompletion.model_validate_json`` of the stored bytes. Target: hit p50 and p99 <= 3x the
@@ -71,6 +73,23 @@ def _start_server() -> tuple[subprocess.Popen[str], str]:
     return proc, url
 
 
+def _inner_timer(client: Any) -> list[int]:
+    """Time the SDK's own create inside a wrapped client (thread CPU ns of the last call)."""
+    resource = client.chat.completions
+    sdk_create = resource._sdk.create
+    last = [0]
+
+    def timed(**kwargs: Any) -> Any:
+        t0 = time.thread_time_ns()
+        try:
+            return sdk_create(**kwargs)
+        finally:
+            last[0] = time.thread_time_ns() - t0
+
+    resource._sdk.create = timed
+    return last
+
+
 def _miss_overhead(base_url: str, rounds: int, block: int) -> dict[str, Any]:
     raw = OpenAI(base_url=base_url, api_key="bench", max_retries=0)
     plain = wrap(raw, Cache([MemoryTier()]), accountant=False)
@@ -78,7 +97,9 @@ def _miss_overhead(base_url: str, rounds: int, block: int) -> dict[str, Any]:
         ledger = Ledger(SQLiteStore(Path(tmp) / "ledger.sqlite3"))
         booked = wrap(raw, Cache([MemoryTier()]), accountant=Accountant(ledger=ledger))
         samples: dict[str, list[int]] = {"raw": [], "wrapped": [], "wrapped+ledger": []}
+        own: dict[str, list[int]] = {"wrapped": [], "wrapped+ledger": []}
         clients = {"raw": raw, "wrapped": plain, "wrapped+ledger": booked}
+        inner = {"wrapped": _inner_timer(plain), "wrapped+ledger": _inner_timer(booked)}
         n = 0
         for name in ("raw", "wrapped", "wrapped+ledger"):  # warm-up: connections, imports
             for _ in range(20):
@@ -96,14 +117,20 @@ def _miss_overhead(base_url: str, rounds: int, block: int) -> dict[str, Any]:
                     msgs = [*MESSAGES, {"role": "user", "content": f"question {n}"}]
                     t0 = time.thread_time_ns()
                     client.chat.completions.create(model="gpt-4o-mini", messages=msgs)
-                    samples[name].append(time.thread_time_ns() - t0)
+                    spent = time.thread_time_ns() - t0
+                    samples[name].append(spent)
+                    if name in inner:
+                        own[name].append(spent - inner[name][0])
         ledger.close()
     raw.close()
     med = {k: statistics.median(v) / 1000.0 for k, v in samples.items()}
+    own_med = {k: statistics.median(v) / 1000.0 for k, v in own.items()}
     return {
         "cpu_median_us": {k: round(v, 1) for k, v in med.items()},
         "overhead_us": round(med["wrapped"] - med["raw"], 1),
         "overhead_with_ledger_us": round(med["wrapped+ledger"] - med["raw"], 1),
+        "own_cpu_us": round(own_med["wrapped"], 1),
+        "own_cpu_with_ledger_us": round(own_med["wrapped+ledger"], 1),
         "target_us": 150.0,
         "calls_each": len(samples["raw"]),
     }
@@ -190,9 +217,14 @@ def main() -> int:
     print("\nmiss: client CPU per chat.completions.create (median, us)")
     for k, v in miss["cpu_median_us"].items():
         print(f"  {k:16} {v:9.1f}")
-    verdict = "PASS" if miss["overhead_us"] <= miss["target_us"] else "MISS"
-    print(f"  overhead         {miss['overhead_us']:9.1f}   target <= 150 us: {verdict}")
+    print(f"  wrapped - raw    {miss['overhead_us']:9.1f}   (difference of the medians)")
     print(f"  with ledger      {miss['overhead_with_ledger_us']:9.1f}")
+    verdict = "PASS" if miss["own_cpu_us"] <= miss["target_us"] else "MISS"
+    print(
+        f"  wrapper's own    {miss['own_cpu_us']:9.1f}   (per call: the call minus the SDK "
+        f"create inside it) target <= 150 us: {verdict}"
+    )
+    print(f"  with ledger      {miss['own_cpu_with_ledger_us']:9.1f}")
     print("\nmemory hit through wrap(OpenAI()) beside its floor (us)")
     print(f"  {'':12} {'p50':>8} {'p99':>8} {'x p50':>7} {'x p99':>7}")
     for name in ("floor", "hit", "hit+ledger"):
