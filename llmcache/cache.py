@@ -51,9 +51,10 @@ T = TypeVar("T")
 _LOG_EVERY = 60.0
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class _Job:
-    """One upstream call to make and how to store its result."""
+    """One upstream call to make and how to store its result (not frozen: made at every miss,
+    and a frozen dataclass pays a setattr call per field)."""
 
     tkey: str
     fn: Callable[[], Any]
@@ -588,7 +589,8 @@ class Cache:
         decode: Callable[[bytes], Any],
     ) -> Fetched[Any] | Flow[Fetched[Any]]:
         """The part of a fetch the sync and async faces share: a fast hit, or the flow to drive."""
-        _check_ttl(ttl)
+        if ttl is not None:
+            _check_ttl(ttl)
         ck = self.key(key, namespace=namespace, tenant=tenant)
         first_missed = None
         if not no_cache:

@@ -48,7 +48,7 @@ class Wiring:
     provider: str | None
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@dataclasses.dataclass(slots=True, kw_only=True)
 class Plan:
     """How one call is served.
 
