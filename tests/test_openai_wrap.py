@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,16 @@ from openai import AsyncOpenAI, OpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 import llmcache
-from accounting import Accountant, CacheOutcome, Ledger
+from accounting import (
+    Accountant,
+    BudgetExceeded,
+    BudgetLimit,
+    Budgets,
+    CacheOutcome,
+    Ledger,
+    attribute,
+)
+from accounting.budgets import SQLiteBudgetStore
 from accounting.ledger import SQLiteStore
 from llmcache import Cache, MemoryTier, cache_control, cache_info, wrap
 from llmcache.testing import Fault, LocalServer
@@ -583,3 +593,30 @@ def test_streamed_miss_and_broken_stream_are_accounted(
 def test_exports() -> None:
     assert llmcache.wrap is wrap
     assert llmcache.cache_info is cache_info
+
+
+def test_budget_refusal_stops_the_call_before_the_provider(
+    raw: OpenAI, cache: Cache, ledger: Ledger, srv: LocalServer, tmp_path: Path
+) -> None:
+    budgets = Budgets(
+        store=SQLiteBudgetStore(tmp_path / "budgets.sqlite3"),
+        limits=[BudgetLimit(scope="user", period="day", usd=Decimal("0.0001"))],
+    )
+    client = wrap(
+        raw, cache, accountant=Accountant(ledger=ledger, budgets=budgets), provider="openai"
+    )
+    with attribute(user="ann"):
+        # 1,000,000 output tokens of gpt-4o-mini could cost $0.60: over ann's $0.0001.
+        with pytest.raises(BudgetExceeded) as refused:
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=MESSAGES, max_tokens=1_000_000
+            )
+        assert srv.count(CHAT) == 0
+        assert refused.value.limit == Decimal("0.0001")
+        # A small call fits, and once stored its hits cost nothing.
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)
+    assert srv.count(CHAT) == 1
+    ledger.flush()
+    statuses = [r.status.value for r in ledger.records()]
+    assert statuses == ["refused", "ok", "ok"]
