@@ -27,7 +27,7 @@ from accounting import (
 )
 from accounting.budgets import SQLiteBudgetStore
 from accounting.ledger import SQLiteStore
-from llmcache import Cache, MemoryTier, cache_control, cache_info, wrap
+from llmcache import Cache, DiskTier, MemoryTier, RedisTier, cache_control, cache_info, wrap
 from llmcache.testing import Fault, LocalServer
 
 CHAT = "chat.completions"
@@ -620,3 +620,30 @@ def test_budget_refusal_stops_the_call_before_the_provider(
     ledger.flush()
     statuses = [r.status.value for r in ledger.records()]
     assert statuses == ["refused", "ok", "ok"]
+
+
+def test_entries_shared_through_disk_and_redis(
+    raw: OpenAI, srv: LocalServer, tmp_path: Path, redis_url: str
+) -> None:
+    def fresh(disk: bool) -> Cache:  # what another process on this host (or another host) has
+        tiers: list[Any] = [MemoryTier()]
+        if disk:
+            tiers.append(DiskTier(tmp_path / "disk"))
+        return Cache([*tiers, RedisTier(redis_url)])
+
+    first = wrap(raw, fresh(True), accountant=False)
+    original = _text(
+        first.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, tools=TOOLS, stream=True
+        )
+    )
+    same_host = wrap(raw, fresh(True), accountant=False)
+    other_host = wrap(raw, fresh(False), accountant=False)
+    for client, tier in ((same_host, "disk"), (other_host, "redis")):
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, tools=TOOLS, stream=True
+        )
+        info = cache_info(stream)
+        assert info is not None and info.hit and info.tier == tier
+        assert _text(stream) == original
+    assert srv.count(CHAT) == 1
