@@ -23,12 +23,26 @@ class FlightAbandoned(LLMCacheError):
 class Flight:
     """One upstream call in progress; finished with its encoded result or its error."""
 
-    __slots__ = ("_done", "_event", "_lock", "_waiters", "body", "error", "lease", "thread")
+    __slots__ = (
+        "_done",
+        "_event",
+        "_lock",
+        "_waiters",
+        "body",
+        "error",
+        "lease",
+        "task",
+        "thread",
+    )
 
     def __init__(self) -> None:
         #: The leader's thread: a blocking wait there (a sync call made from a coroutine on
         #: that thread's event loop) would stop the leader from ever finishing.
         self.thread = threading.get_ident()
+        #: The leader's asyncio task, if any: awaiting the flight there would wait for itself
+        #: (a task reading a stream it leads, then asking for the same request again).
+        loop = asyncio._get_running_loop()
+        self.task = asyncio.current_task(loop) if loop is not None else None
         self._done = False
         # Made by the first waiting thread: most flights have no waiter, and an Event (a
         # Condition and its lock) costs more than the rest of the flight.
@@ -75,11 +89,16 @@ class Flight:
         return self._done
 
     async def wait_async(self, timeout: float | None) -> bool:
-        """Await until finished or ``timeout`` seconds; return whether it finished."""
+        """Await until finished or ``timeout`` seconds; return whether it finished.
+
+        Returns ``False`` at once when awaited by the leader's own task.
+        """
         loop = asyncio.get_running_loop()
         with self._lock:
             if self._done:
                 return True
+            if self.task is not None and self.task is asyncio.current_task(loop):
+                return False
             fut: asyncio.Future[None] = loop.create_future()
             self._waiters.append((loop, fut))
         try:

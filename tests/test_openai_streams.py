@@ -911,3 +911,21 @@ def test_response_round_trip_law(done: Response) -> None:
         == done.output_text
     )
     assert [e.sequence_number for e in events] == list(range(len(events)))
+
+
+def test_assemble_chat_accepts_a_finish_chunk_without_delta() -> None:
+    # Some providers send {"delta": null} with the finish reason; the SDK builds such chunks
+    # leniently (construct), and assembling them must not fail.
+    base = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    chunks = [
+        ChatCompletionChunk.construct(
+            **base, choices=[{"index": 0, "delta": {"role": "assistant", "content": "Hi"}}]
+        ),
+        ChatCompletionChunk.construct(
+            **base, choices=[{"index": 0, "delta": None, "finish_reason": "stop"}]
+        ),
+    ]
+    done = assemble_chat(chunks)
+    assert done is not None
+    assert done.choices[0].message.content == "Hi"
+    assert done.choices[0].finish_reason == "stop"

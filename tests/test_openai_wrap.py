@@ -13,7 +13,7 @@ from typing import Any
 import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
 
 import llmcache
 from accounting import (
@@ -646,4 +646,108 @@ def test_entries_shared_through_disk_and_redis(
         info = cache_info(stream)
         assert info is not None and info.hit and info.tier == tier
         assert _text(stream) == original
+    assert srv.count(CHAT) == 1
+
+
+# -- found in review ---------------------------------------------------------------------------
+
+
+def test_a_stream_dropped_unread_frees_its_key_at_once(client: OpenAI, cache: Cache) -> None:
+    def start_and_drop() -> None:
+        for _ in client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        ):
+            break  # neither read to the end nor closed
+
+    start_and_drop()
+    # No garbage-collector pass needed: nothing holds the stream, so its claim is abandoned
+    # and a caller of the same request does not wait for it.
+    assert len(cache._flights) == 0
+    start_and_drop()
+    assert len(cache._flights) == 0
+
+
+def test_same_task_asks_again_while_reading_its_stream(srv: LocalServer, cache: Cache) -> None:
+    async def main() -> None:
+        client = wrap(
+            AsyncOpenAI(base_url=srv.base_url, api_key="k", max_retries=0), cache, accountant=False
+        )
+        stream = await client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        )
+        # The same request from the task that leads the unread stream: it cannot wait for
+        # itself, so it calls upstream (instead of waiting out the lock lease).
+        again = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        info = cache_info(again)
+        assert info is not None and not info.hit and not info.coalesced
+        await _atext(stream)
+        await client.close()
+
+    asyncio.run(main())
+    assert srv.count(CHAT) == 2
+
+
+def test_sdk_message_objects_key_like_the_dicts_sent(client: OpenAI, srv: LocalServer) -> None:
+    # The SDK sends a message object as its set fields: so is it keyed.
+    as_object = ChatCompletionMessage(role="assistant", content="Paris.")
+    as_dict = {"role": "assistant", "content": "Paris."}
+    follow = {"role": "user", "content": "And Spain?"}
+    client.chat.completions.create(model="gpt-4o-mini", messages=[*MESSAGES, as_object, follow])
+    hit = client.chat.completions.create(model="gpt-4o-mini", messages=[*MESSAGES, as_dict, follow])
+    info = cache_info(hit)
+    assert info is not None and info.hit
+    assert srv.count(CHAT) == 1
+
+
+def test_raw_responses_are_accounted(raw: OpenAI, cache: Cache, ledger: Ledger) -> None:
+    client = wrap(raw, cache, ledger=ledger, provider="openai")
+    response = client.with_raw_response.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    )
+    assert response.parse().choices[0].message.content
+    ledger.flush()
+    (record,) = list(ledger.records())
+    assert record.cache is CacheOutcome.BYPASS
+    assert record.cost is not None and record.cost.total > 0 and not record.usage.estimated
+
+
+def test_token_id_prompts_fit_a_budget(
+    raw: OpenAI, cache: Cache, ledger: Ledger, tmp_path: Path
+) -> None:
+    budgets = Budgets(
+        store=SQLiteBudgetStore(tmp_path / "budgets.sqlite3"),
+        limits=[BudgetLimit(scope="global", period="day", usd=Decimal("10"))],
+    )
+    client = wrap(
+        raw, cache, accountant=Accountant(ledger=ledger, budgets=budgets), provider="openai"
+    )
+    out = client.embeddings.create(model="text-embedding-3-small", input=[[1, 2, 3], [4, 5]])
+    assert len(out.data) == 2
+    done = client.completions.create(model="gpt-3.5-turbo-instruct", prompt=[1, 2, 3], max_tokens=5)
+    assert done.choices
+
+
+def test_an_async_stream_closed_early_is_billed_as_far_as_it_went(
+    srv: LocalServer, cache: Cache, ledger: Ledger
+) -> None:
+    async def main() -> None:
+        client = wrap(
+            AsyncOpenAI(base_url=srv.base_url, api_key="k", max_retries=0),
+            cache,
+            ledger=ledger,
+            provider="openai",
+        )
+        stream = await client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        )
+        async for _ in stream:
+            break
+        await stream.close()
+        await client.close()
+
+    asyncio.run(main())
+    ledger.flush()
+    (record,) = list(ledger.records())
+    assert record.status.value == "ok"  # the caller stopped: not a provider error
+    assert record.usage.estimated and record.usage.input > 0
     assert srv.count(CHAT) == 1

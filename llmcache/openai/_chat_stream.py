@@ -11,9 +11,12 @@ from typing import Any
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.chat.chat_completion import Choice
 from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from pydantic import BaseModel
 
 from llmcache.openai._pieces import build, first, interleave, split_text, token_groups
+
+_EMPTY_DELTA = ChoiceDelta()
 
 __all__ = ["assemble_chat", "replay_chat"]
 
@@ -75,7 +78,8 @@ class _Choice:
         self.lp_refusal: list[Any] | None = None
 
     def add(self, choice: ChunkChoice) -> None:
-        delta = choice.delta
+        # Some providers send the finish chunk with "delta": null (the SDK builds it leniently).
+        delta = choice.delta if choice.delta is not None else _EMPTY_DELTA
         self.role = self.role or delta.role
         if delta.content is not None:
             self.content = _append(self.content, [delta.content])

@@ -8,7 +8,7 @@ and counted by the accountant's ledger, never raised into the request path.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -88,6 +88,7 @@ class Books:
     def request(self, params: Mapping[str, Any]) -> CallRequest:
         """What is known of the call before it is made (for the budget and the span)."""
         messages = params.get("messages")
+        prompt_tokens = None
         if messages is None and self.endpoint.name == "responses":
             given = params.get("input")
             messages = [{"role": "user", "content": given}] if isinstance(given, str) else given
@@ -96,6 +97,8 @@ class Books:
             texts = [given] if isinstance(given, str) else given
             if isinstance(texts, list) and all(isinstance(t, str) for t in texts):
                 messages = [{"role": "user", "content": t} for t in texts]
+            else:
+                prompt_tokens = _token_ids(texts)
         max_out = params.get("max_completion_tokens") or params.get("max_tokens")
         if max_out is None:
             max_out = params.get("max_output_tokens")
@@ -105,6 +108,7 @@ class Books:
             operation=self.endpoint.operation,
             messages=messages if isinstance(messages, list) else None,
             tools=params.get("tools"),
+            prompt_tokens=prompt_tokens,
             max_output_tokens=max_out if isinstance(max_out, int) else None,
             server_address=self._server[0],
             server_port=self._server[1],
@@ -139,7 +143,7 @@ class Books:
     def ok(self, meter: Meter | None, result: Any, cache: CacheOutcome = CacheOutcome.MISS) -> None:
         """The provider answered ``result``: price it and write its record."""
         if meter is not None:
-            _guard(meter.ok, **self._ok_args(meter, result, cache))
+            _guard(lambda: meter.ok(**self._ok_args(meter, result, cache)))
 
     async def aok(
         self, meter: Meter | None, result: Any, cache: CacheOutcome = CacheOutcome.MISS
@@ -154,7 +158,7 @@ class Books:
     def failed(self, meter: Meter | None, exc: BaseException, partial: Sequence[Any] = ()) -> None:
         """The call failed, or its stream broke after ``partial`` chunks (billed as estimated)."""
         if meter is not None:
-            _guard(meter.failed, exc, usage=self._partial_usage(meter, partial))
+            _guard(lambda: meter.failed(exc, usage=self._partial_usage(meter, partial)))
 
     async def afailed(
         self, meter: Meter | None, exc: BaseException, partial: Sequence[Any] = ()
@@ -165,6 +169,30 @@ class Books:
                 await meter.afailed(exc, usage=self._partial_usage(meter, partial))
             except Exception:
                 log.exception("could not account a failed call; it is not in the ledger")
+
+    def _stopped_args(
+        self, meter: Meter, chunks: Sequence[Any], cache: CacheOutcome
+    ) -> dict[str, Any]:
+        # The caller stopped reading: the provider was paid for the prompt and what was sent.
+        usage = next((u for c in reversed(chunks) if (u := _usage(c)) is not None), None)
+        if usage is None:
+            usage = self._counted(meter, "".join(_chunk_text(c) for c in chunks))
+        return {"usage": usage, "model_served": None, "cache": cache}
+
+    def stopped(self, meter: Meter | None, chunks: Sequence[Any], cache: CacheOutcome) -> None:
+        """The caller closed (or dropped) a stream before its end: an ok call, billed so far."""
+        if meter is not None:
+            _guard(lambda: meter.ok(**self._stopped_args(meter, chunks, cache)))
+
+    async def astopped(
+        self, meter: Meter | None, chunks: Sequence[Any], cache: CacheOutcome
+    ) -> None:
+        """Async :meth:`stopped`."""
+        if meter is not None:
+            try:
+                await meter.aok(**self._stopped_args(meter, chunks, cache))
+            except Exception:
+                log.exception("could not account a call; it is not in the ledger")
 
     # -- a hit --------------------------------------------------------------------------------
 
@@ -232,9 +260,21 @@ class Books:
         return TokenUsage(input=prompt, output=completion, estimated=True)
 
 
-def _guard(method: Any, *args: Any, **kwargs: Any) -> None:
+def _token_ids(given: Any) -> int | None:
+    """The length of a prompt given as token ids (a list of ints, or a list of such lists)."""
+    if isinstance(given, list) and all(isinstance(t, int) for t in given):
+        return len(given)
+    if isinstance(given, list) and all(
+        isinstance(p, list) and all(isinstance(t, int) for t in p) for p in given
+    ):
+        return sum(len(p) for p in given)
+    return None
+
+
+def _guard(record: Callable[[], Any]) -> None:
+    # Accounting a call that has happened must never fail it (the ledger spills and counts).
     try:
-        method(*args, **kwargs)
+        record()
     except Exception:
         log.exception("could not account a call; it is not in the ledger")
 

@@ -9,12 +9,15 @@ through :meth:`Cache.claim` and a tee (a hit is replayed).
 from __future__ import annotations
 
 import dataclasses
+import logging
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from accounting import Accountant, CacheOutcome
+from llmcache._exceptions import LLMCacheError
 from llmcache.cache import Cache
-from llmcache.claim import Claim, ClaimAbandoned
+from llmcache.claim import Claim
 from llmcache.decorators import _control
 from llmcache.fetched import CacheInfo
 from llmcache.keys import validate_name
@@ -30,6 +33,13 @@ from llmcache.openai.streaming import (
 )
 
 __all__ = ["INFO_ATTR", "AsyncCall", "Plan", "SyncCall", "Wiring", "plan", "tag"]
+
+log = logging.getLogger("llmcache.openai")
+
+
+class StreamBroken(LLMCacheError):
+    """A stream ended without its finish (the connection closed early): nothing is stored."""
+
 
 #: Where a result carries its :class:`CacheInfo` (read it with ``llmcache.cache_info``).
 INFO_ATTR = "_llmcache_info"
@@ -162,6 +172,20 @@ class _Call:
             return None, b"", False
         return result, self.endpoint.encode(result), self.endpoint.storable(result)
 
+    def _raw_result(self, response: Any) -> Any:
+        """What a raw response says was spent, without taking its body from the caller.
+
+        A ``with_raw_response`` response of a non-stream call has its body read already: its
+        parsed result carries the usage. Otherwise (a stream, or ``with_streaming_response``,
+        whose body the caller has yet to read) the usage is estimated from the prompt.
+        """
+        if self.plan.stream or policy.raw_mode(self.plan.params) == "stream":
+            return None
+        try:
+            return response.parse()
+        except Exception:  # the caller will meet the same error when it parses
+            return None
+
     def _miss_info(self, claim: Claim | None) -> CacheInfo:
         return CacheInfo(hit=False, tier=None, key="" if claim is None else claim.key)
 
@@ -193,7 +217,7 @@ class SyncCall(_Call):
         p = self.plan
         if p.key is None:
             if policy.wants_raw(p.params):
-                return self.raw(**p.params)
+                return self._raw_response()
             return self._stream(None) if p.stream else self._upstream(CacheOutcome.BYPASS)
         if not p.stream:
             fetched = self.wiring.cache.fetch(p.key, self._upstream, **self._fetch_options())
@@ -205,6 +229,18 @@ class SyncCall(_Call):
             return self._stream(got)
         self.books.hit(p.params, got.value, got.info)
         return ReplayStream(self._replay_items(got.value), **self._replay_args(got.info))
+
+    def _raw_response(self) -> Any:
+        # with_raw_response / with_streaming_response: the HTTP response goes back as it is;
+        # the call is still budgeted and recorded (see _raw_result).
+        meter = self.books.begin(self.plan.params)
+        try:
+            response = self.raw(**self.plan.params)
+        except Exception as exc:
+            self.books.failed(meter, exc)
+            raise
+        self.books.ok(meter, self._raw_result(response), CacheOutcome.BYPASS)
+        return response
 
     def _upstream(self, outcome: CacheOutcome = CacheOutcome.MISS) -> Any:
         meter = self.books.begin(self.plan.params)
@@ -231,9 +267,13 @@ class SyncCall(_Call):
             raise
 
         def complete(chunks: list[Any]) -> None:
-            result, body, store = self._finished(chunks)
+            try:
+                result, body, store = self._finished(chunks)
+            except Exception as exc:  # a chunk shape we cannot assemble: not stored, not raised
+                log.warning("could not assemble a stream (%s); not stored", type(exc).__name__)
+                result = None
             if result is None:  # ended without a finish reason: broken, never stored
-                abandon(ClaimAbandoned("the stream ended before its finish"), chunks)
+                abandon(StreamBroken("the stream ended before its finish"), chunks)
                 return
             self.books.ok(meter, result, _outcome(claim))
             if claim is not None:
@@ -241,7 +281,10 @@ class SyncCall(_Call):
 
         def abandon(exc: BaseException | None, chunks: list[Any]) -> None:
             _give_up(claim, None)
-            self.books.failed(meter, exc or ClaimAbandoned("stream closed early"), chunks)
+            if exc is None:
+                self.books.stopped(meter, chunks, _outcome(claim))
+            else:
+                self.books.failed(meter, exc, chunks)
 
         sink = StreamSink(complete=complete, abandon=abandon, hidden=self._hidden())
         return TeeStream(upstream, sink, self._miss_info(claim))
@@ -257,7 +300,7 @@ class AsyncCall(_Call):
         p = self.plan
         if p.key is None:
             if policy.wants_raw(p.params):
-                return await self.raw(**p.params)
+                return await self._raw_response()
             if p.stream:
                 return await self._stream(None)
             return await self._upstream(CacheOutcome.BYPASS)
@@ -271,6 +314,16 @@ class AsyncCall(_Call):
             return await self._stream(got)
         await self.books.ahit(p.params, got.value, got.info)
         return AsyncReplayStream(self._replay_items(got.value), **self._replay_args(got.info))
+
+    async def _raw_response(self) -> Any:
+        meter = await self.books.abegin(self.plan.params)
+        try:
+            response = await self.raw(**self.plan.params)
+        except Exception as exc:
+            await self.books.afailed(meter, exc)
+            raise
+        await self.books.aok(meter, self._raw_result(response), CacheOutcome.BYPASS)
+        return response
 
     async def _upstream(self, outcome: CacheOutcome = CacheOutcome.MISS) -> Any:
         meter = await self.books.abegin(self.plan.params)
@@ -297,21 +350,39 @@ class AsyncCall(_Call):
             raise
 
         async def complete(chunks: list[Any]) -> None:
-            result, body, store = self._finished(chunks)
+            try:
+                result, body, store = self._finished(chunks)
+            except Exception as exc:
+                log.warning("could not assemble a stream (%s); not stored", type(exc).__name__)
+                result = None
             if result is None:
-                abandon(ClaimAbandoned("the stream ended before its finish"), chunks)
+                await aabandon(StreamBroken("the stream ended before its finish"), chunks)
                 return
             await self.books.aok(meter, result, _outcome(claim))
             if claim is not None:
                 await claim.apublish(body, store=store)
 
-        def abandon(exc: BaseException | None, chunks: list[Any]) -> None:
-            # Also runs from close() and the garbage collector, where nothing can be awaited:
-            # the ledger's synchronous append is used (it queues, it does not wait on disk).
+        async def aabandon(exc: BaseException | None, chunks: list[Any]) -> None:
             _give_up(claim, None)
-            self.books.failed(meter, exc or ClaimAbandoned("stream closed early"), chunks)
+            if exc is None:
+                await self.books.astopped(meter, chunks, _outcome(claim))
+            else:
+                await self.books.afailed(meter, exc, chunks)
 
-        sink = StreamSink(acomplete=complete, abandon=abandon, hidden=self._hidden())
+        def abandon(exc: BaseException | None, chunks: list[Any]) -> None:
+            # Only the garbage collector calls this (a stream dropped unread), possibly on the
+            # event loop's thread: the ledger and budget calls go to a thread of their own.
+            _give_up(claim, None)
+            threading.Thread(
+                target=self.books.stopped,
+                args=(meter, list(chunks), _outcome(claim)),
+                name="llmcache-stream-accounting",
+                daemon=True,
+            ).start()
+
+        sink = StreamSink(
+            acomplete=complete, abandon=abandon, aabandon=aabandon, hidden=self._hidden()
+        )
         return AsyncTeeStream(upstream, sink, self._miss_info(claim))
 
 

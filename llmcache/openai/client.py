@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from openai import AsyncOpenAI, OpenAI
 
@@ -28,7 +28,7 @@ from llmcache.spend import default_accountant
 
 __all__ = ["cache_info", "default_accountant", "wrap"]
 
-ClientT = TypeVar("ClientT", OpenAI, AsyncOpenAI)
+ClientT = TypeVar("ClientT", bound=OpenAI | AsyncOpenAI)
 _WIRING = "_llmcache_wiring"
 _classes: dict[type[Any], type[Any]] = {}
 _classes_lock = threading.Lock()
@@ -114,7 +114,8 @@ def wrap(
     wrapped = client.copy()
     wrapped.__class__ = _wrapped_class(base)
     object.__setattr__(wrapped, _WIRING, wiring)
-    return wrapped
+    # copy() returns Self at run time; mypy narrows the bound TypeVar to the union.
+    return cast("ClientT", wrapped)
 
 
 # -- the wrapped classes ----------------------------------------------------------------------

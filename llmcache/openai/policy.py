@@ -21,6 +21,7 @@ __all__ = [
     "WrapPolicy",
     "bypass_reason",
     "is_sampled",
+    "raw_mode",
     "request_params",
     "storable",
     "wants_raw",
@@ -114,11 +115,25 @@ def request_params(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 def key_payload(endpoint: str, base_url: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """The payload whose canonical JSON is hashed into the request's key."""
-    return {
-        "endpoint": endpoint,
-        "base_url": base_url,
-        "params": {k: v for k, v in params.items() if k not in NOT_IN_KEY},
-    }
+    keyed: dict[str, Any] = {}
+    for name, value in params.items():
+        if name in NOT_IN_KEY:
+            continue
+        if type(value) is list and any(type(v) is not dict for v in value):
+            keyed[name] = [_as_sent(v) for v in value]
+        else:
+            keyed[name] = value
+    return {"endpoint": endpoint, "base_url": base_url, "params": keyed}
+
+
+def _as_sent(item: Any) -> Any:
+    """An SDK object in a request (a previous answer's message) as the SDK puts it on the wire,
+    so it keys like the dict it is sent as."""
+    if isinstance(item, BaseModel):
+        return item.model_dump(
+            mode="json", exclude_unset=True, exclude=getattr(item, "__api_exclude__", None)
+        )
+    return item
 
 
 def is_sampled(endpoint: str, params: Mapping[str, Any]) -> bool:
@@ -135,12 +150,21 @@ def is_sampled(endpoint: str, params: Mapping[str, Any]) -> bool:
     return n is not None and n > 1
 
 
-def wants_raw(params: Mapping[str, Any]) -> bool:
-    """Whether the SDK asked for the raw HTTP response (``with_raw_response``)."""
+def raw_mode(params: Mapping[str, Any]) -> str | None:
+    """The SDK's raw-response header: ``"stream"`` for ``with_streaming_response``, another
+    value (``"true"``) for ``with_raw_response``, ``None`` for neither."""
     headers = params.get("extra_headers")
     if not headers:
-        return False
-    return any(str(h).lower() == RAW_HEADER for h in headers)
+        return None
+    for name, value in headers.items():
+        if str(name).lower() == RAW_HEADER:
+            return str(value)
+    return None
+
+
+def wants_raw(params: Mapping[str, Any]) -> bool:
+    """Whether the SDK asked for the raw HTTP response (``with_raw_response`` and friends)."""
+    return raw_mode(params) is not None
 
 
 def bypass_reason(endpoint: str, params: Mapping[str, Any], policy: WrapPolicy) -> str | None:

@@ -11,7 +11,7 @@ abandoned: nothing is stored and callers waiting for the same key go upstream th
 from __future__ import annotations
 
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 import httpx2
@@ -31,22 +31,26 @@ class StreamSink(Generic[T]):
     Args:
         complete: called with every chunk once the stream ended normally (sync streams).
         acomplete: the async twin, awaited at the end of an async stream.
-        abandon: called once, with the error (if any) and the chunks read so far, when the
-            stream will not complete.
+        abandon: called once, with the error (``None``: the caller closed or dropped the
+            stream) and the chunks read so far, when the stream will not complete. For an async
+            stream it is only called by the garbage collector, where nothing can be awaited.
+        aabandon: the async twin, awaited when an async stream breaks or is closed.
         hidden: chunks to keep from the caller (the usage chunk it did not ask for).
     """
 
-    __slots__ = ("_abandon", "_acomplete", "_complete", "_ended", "hidden")
+    __slots__ = ("_aabandon", "_abandon", "_acomplete", "_complete", "_ended", "hidden")
 
     def __init__(
         self,
         *,
         complete: Callable[[list[T]], None] | None = None,
-        acomplete: Callable[[list[T]], Any] | None = None,
+        acomplete: Callable[[list[T]], Awaitable[None]] | None = None,
         abandon: Callable[[BaseException | None, list[T]], None],
+        aabandon: Callable[[BaseException | None, list[T]], Awaitable[None]] | None = None,
         hidden: Callable[[T], bool] | None = None,
     ) -> None:
-        self._complete, self._acomplete, self._abandon = complete, acomplete, abandon
+        self._complete, self._acomplete = complete, acomplete
+        self._abandon, self._aabandon = abandon, aabandon
         self.hidden = hidden
         self._ended = False
 
@@ -70,10 +74,47 @@ class StreamSink(Generic[T]):
             self._ended = True
             self._abandon(error, chunks)
 
+    async def aabandon(self, error: BaseException | None, chunks: list[T]) -> None:
+        """Async :meth:`abandon`."""
+        if not self._ended:
+            self._ended = True
+            if self._aabandon is not None:
+                await self._aabandon(error, chunks)
+            else:
+                self._abandon(error, chunks)
+
 
 def _abandon_unread(sink: StreamSink[Any], chunks: list[Any]) -> None:
     # A stream dropped without being read to the end or closed.
     sink.abandon(None, chunks)
+
+
+def _tee(source: Iterator[T], sink: StreamSink[T], chunks: list[T]) -> Iterator[T]:
+    # A function, not a method: a generator holding its stream would make a reference cycle,
+    # and a stream dropped unread would keep its key's waiters waiting until a GC pass.
+    hidden = sink.hidden
+    try:
+        for chunk in source:
+            chunks.append(chunk)
+            if hidden is None or not hidden(chunk):
+                yield chunk
+    except BaseException as exc:  # GeneratorExit too: dropped or closed before its end
+        sink.abandon(exc if isinstance(exc, Exception) else None, chunks)
+        raise
+    sink.complete(chunks)
+
+
+async def _atee(source: AsyncIterator[T], sink: StreamSink[T], chunks: list[T]) -> AsyncIterator[T]:
+    hidden = sink.hidden
+    try:
+        async for chunk in source:
+            chunks.append(chunk)
+            if hidden is None or not hidden(chunk):
+                yield chunk
+    except BaseException as exc:
+        await sink.aabandon(exc if isinstance(exc, Exception) else None, chunks)
+        raise
+    await sink.acomplete(chunks)
 
 
 class TeeStream(Stream[T]):
@@ -85,21 +126,9 @@ class TeeStream(Stream[T]):
         self.__dict__.update(upstream.__dict__)
         self._sink = sink
         self._chunks: list[T] = []
-        self._iterator = self._tee(upstream._iterator)
+        self._iterator = _tee(upstream._iterator, sink, self._chunks)
         setattr(self, _INFO, info)
         weakref.finalize(self, _abandon_unread, sink, self._chunks)
-
-    def _tee(self, source: Iterator[T]) -> Iterator[T]:
-        sink, hidden, chunks = self._sink, self._sink.hidden, self._chunks
-        try:
-            for chunk in source:
-                chunks.append(chunk)
-                if hidden is None or not hidden(chunk):
-                    yield chunk
-        except BaseException as exc:
-            sink.abandon(exc if isinstance(exc, Exception) else None, chunks)
-            raise
-        sink.complete(chunks)
 
     def close(self) -> None:
         """Close the response; a stream closed before its end is not stored."""
@@ -114,25 +143,13 @@ class AsyncTeeStream(AsyncStream[T]):
         self.__dict__.update(upstream.__dict__)
         self._sink = sink
         self._chunks: list[T] = []
-        self._iterator = self._tee(upstream._iterator)
+        self._iterator = _atee(upstream._iterator, sink, self._chunks)
         setattr(self, _INFO, info)
         weakref.finalize(self, _abandon_unread, sink, self._chunks)
 
-    async def _tee(self, source: AsyncIterator[T]) -> AsyncIterator[T]:
-        sink, hidden, chunks = self._sink, self._sink.hidden, self._chunks
-        try:
-            async for chunk in source:
-                chunks.append(chunk)
-                if hidden is None or not hidden(chunk):
-                    yield chunk
-        except BaseException as exc:
-            sink.abandon(exc if isinstance(exc, Exception) else None, chunks)
-            raise
-        await sink.acomplete(chunks)
-
     async def close(self) -> None:
         """Close the response; a stream closed before its end is not stored."""
-        self._sink.abandon(None, self._chunks)
+        await self._sink.aabandon(None, self._chunks)
         await super().close()
 
 
