@@ -20,8 +20,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from accounting import ConfigError, LedgerError, report
+from accounting.export import CallExporter
 from accounting.ledger import LedgerStore, SQLiteStore, default_ledger_path
 from llmcache import __version__, demo
 from llmcache.cache import Cache
@@ -98,6 +100,18 @@ def _parser() -> argparse.ArgumentParser:
         description="Show the cache at work: a slow function made fast, agents asking "
         "overlapping questions, a restart served from disk, and agents on a wrapped OpenAI "
         "client talking to a local OpenAI-compatible server (costs go to the ledger).",
+    )
+    p.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="also export the wrapped client's calls (hits and misses) as OpenTelemetry spans "
+        "to this OTLP endpoint: a base URL (http://localhost:4318) or a traces URL "
+        "(http://localhost:6006/v1/traces); headers from $OTEL_EXPORTER_OTLP_HEADERS",
+    )
+    p.add_argument(
+        "--otlp-protocol",
+        choices=("http", "grpc"),
+        help="OTLP/HTTP (protobuf) or gRPC (default: $OTEL_EXPORTER_OTLP_PROTOCOL, else http)",
     )
     p.set_defaults(run=_demo)
 
@@ -201,13 +215,77 @@ def _scope(tier: Tier) -> str:
 def _demo(args: argparse.Namespace) -> int:
     # The demo is about the embedded default: no Redis, even when LLMCACHE_REDIS_URL is set.
     config = dataclasses.replace(CacheConfig.resolve(directory=args.dir), redis_url=None)
+    exporter, target = _demo_exporter(args.otlp_endpoint, args.otlp_protocol)
     try:
         ledger = Path(args.dir).expanduser() / "ledger.sqlite3" if args.dir else None
-        ctx = demo.DemoContext(config=config, out=sys.stdout, ledger_path=ledger)
+        ctx = demo.DemoContext(
+            config=config,
+            out=sys.stdout,
+            ledger_path=ledger,
+            exporter=exporter,
+            export_target=target,
+        )
     except ValueError as exc:
+        if exporter is not None:
+            exporter.shutdown(timeout=1.0)
         raise _Failure(str(exc)) from None
-    demo.run(ctx)
+    # OpenTelemetry's exporter logs every retry against a dead backend; the demo's closing
+    # line (and accounting.export's one warning) say what became of the spans, once.
+    otel_logs = logging.getLogger("opentelemetry")
+    quiet = logging.NullHandler()
+    if exporter is not None:
+        otel_logs.addHandler(quiet)
+    try:
+        demo.run(ctx)
+    finally:
+        otel_logs.removeHandler(quiet)
     return 0
+
+
+#: The path OTLP/HTTP backends document as their endpoint (Phoenix: http://host:6006/v1/traces).
+_TRACES_PATH = "/v1/traces"
+
+
+def _demo_exporter(
+    endpoint: str | None, protocol: str | None
+) -> tuple[CallExporter | None, str | None]:
+    """The demo's OTLP span exporter and where its spans go (for the closing line), or Nones."""
+    if endpoint is None:
+        return None, None
+    # Imported here: the OpenTelemetry SDK and its exporters load only when asked for.
+    from opentelemetry.metrics import NoOpMeterProvider  # noqa: PLC0415
+
+    from accounting.export import configure_otel, resolve_target  # noqa: PLC0415
+
+    # configure_otel takes a base URL, as OTEL_EXPORTER_OTLP_ENDPOINT is, and appends
+    # /v1/traces; accept the traces URL too, which is what trace backends tell users to paste.
+    base = endpoint.rstrip("/")
+    if base.endswith(_TRACES_PATH):
+        base = base[: -len(_TRACES_PATH)]
+    try:
+        target = resolve_target("traces", endpoint=base, protocol=protocol, environ=os.environ)
+        exporter = configure_otel(
+            endpoint=base,
+            protocol=protocol,
+            service_name="llmcache-demo",
+            use_global=False,
+            # Spans only: trace backends (Phoenix, Jaeger) have no OTLP metrics endpoint, and a
+            # metric export refused every minute would only add noise to the demo.
+            meter_provider=NoOpMeterProvider(),
+        )
+    except ConfigError as exc:
+        raise _Failure(f"--otlp-endpoint {_without_credentials(endpoint)}: {exc}") from None
+    return exporter, f"{_without_credentials(target.endpoint or base)} (OTLP/{target.protocol})"
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` without userinfo, query and fragment: fit to print (they may hold keys)."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return "<unparsable URL>"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 # -- serve ----------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO
 
+from accounting.export import BatchCallExporter, CallExporter
 from llmcache.cache import Cache, Fetched
 from llmcache.config import CacheConfig
 from llmcache.decorators import CachedFunction, cached
@@ -35,6 +36,13 @@ NAMESPACE = "demo"
 # Demo entries expire by themselves: earlier runs' entries (unreachable after the invalidation)
 # then do not sit in the user's disk cache until it fills up.
 _ENTRY_TTL = 3600.0
+# Seconds the demo's end waits, at most, for its spans to reach the OTLP backend.
+_EXPORT_TIMEOUT = 5.0
+# Seconds the demo's end first waits for a flush. A backend that works takes milliseconds; one
+# still busy after this is down (the OTLP exporter is retrying), which the pipeline tells by an
+# export going on for over a second: the shutdown after this flush then gives up at once
+# instead of waiting out _EXPORT_TIMEOUT.
+_FLUSH_WAIT = 1.5
 
 # Four agents work in rounds: in each round every agent asks one question at the same moment.
 # Round 1 has all four ask the same new question (single-flight: one call); later rounds mix new
@@ -85,17 +93,29 @@ class DemoContext:
         out: where the demo writes.
         ledger_path: the cost ledger's SQLite file (default: ``default_ledger_path()``, where
             ``llmcache report`` reads).
+        exporter: where the wrapped client's calls go as spans
+            (:func:`accounting.export.configure_otel`); the demo shuts it down at its end.
+            ``None`` exports nothing.
+        export_target: where ``exporter`` sends them, for the demo's closing line.
 
     Raises:
         ValueError: the cache directory cannot be opened.
     """
 
     def __init__(
-        self, *, config: CacheConfig, out: TextIO, ledger_path: Path | None = None
+        self,
+        *,
+        config: CacheConfig,
+        out: TextIO,
+        ledger_path: Path | None = None,
+        exporter: CallExporter | None = None,
+        export_target: str | None = None,
     ) -> None:
         self.config = config
         self.out = out
         self.ledger_path = ledger_path
+        self.exporter = exporter
+        self.export_target = export_target
         self.model = SlowModel()
         self.cache = config.open(namespace=NAMESPACE)
         self.ask = _cached_ask(self.cache, self.model)
@@ -112,8 +132,12 @@ class DemoContext:
         self.ask = _cached_ask(self.cache, self.model)
 
     def close(self) -> None:
-        """Close the current cache."""
-        self.cache.close()
+        """Close the current cache and shut the exporter down (both safe to call twice)."""
+        try:
+            self.cache.close()
+        finally:
+            if self.exporter is not None:
+                self.exporter.shutdown(_EXPORT_TIMEOUT)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -293,6 +317,33 @@ def run(ctx: DemoContext | None = None, *, sections: Sequence[Section] = SECTION
             section.run(ctx)
         ctx.say()
         ctx.say(f"done in {_fmt(time.perf_counter() - start)}.")
+        if ctx.exporter is not None:
+            _finish_export(ctx, ctx.exporter)
         ctx.say(f"See also: llmcache stats, llmcache clear --namespace {NAMESPACE}")
     finally:
         ctx.close()
+
+
+def _finish_export(ctx: DemoContext, exporter: CallExporter) -> None:
+    """Ship the spans before the process exits, and say where they went and how many."""
+    # Against a dead backend, this costs _FLUSH_WAIT, not _EXPORT_TIMEOUT (see above); the
+    # exporter counts what it could not deliver before shutdown() returns.
+    exporter.force_flush(_FLUSH_WAIT)
+    exporter.shutdown(_EXPORT_TIMEOUT)
+    where = ctx.export_target or "the exporter"
+    if not isinstance(exporter, BatchCallExporter):
+        ctx.say(f"traces: flushed to {where}")
+        return
+    stats = exporter.stats()
+    calls = stats.exported + stats.failed + stats.dropped
+    delivery = stats.delivery
+    if delivery is None:
+        # The application's own providers: what they do with the spans is theirs to say.
+        ctx.say(f"traces: {stats.exported} of {calls} spans handed to OpenTelemetry for {where}")
+        return
+    failed = delivery.spans_failed + stats.failed
+    dropped = delivery.spans_dropped + stats.dropped
+    line = f"traces: {delivery.spans_exported} of {calls} spans sent to {where}"
+    if failed or dropped:
+        line += f"; {failed} failed (backend down or refusing), {dropped} dropped"
+    ctx.say(line)

@@ -112,7 +112,8 @@ def _money(ctx: DemoContext, ledger: Ledger, since: float) -> None:
 def agents_on_a_wrapped_client(ctx: DemoContext) -> None:
     """Four agents on a wrapped OpenAI client: server calls versus calls served per tier."""
     ledger = default_ledger(ctx.ledger_path)
-    accountant = Accountant(ledger=ledger)
+    # With `llmcache demo --otlp-endpoint`, every call (hit or miss) is also a span.
+    accountant = Accountant(ledger=ledger, exporter=ctx.exporter)
     since = time.time() - 1
     with LocalServer(ttft=_TTFT, tokens_per_second=_TOKENS_PER_SECOND) as server:
         raw = OpenAI(base_url=server.base_url, api_key="demo-key", max_retries=0)
