@@ -8,6 +8,7 @@ and counted by the accountant's ledger, never raised into the request path.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -196,7 +197,9 @@ class Books:
 
     # -- a hit --------------------------------------------------------------------------------
 
-    def _hit_args(self, params: Mapping[str, Any], result: Any, info: CacheInfo) -> dict[str, Any]:
+    def _hit_args(
+        self, params: Mapping[str, Any], result: Any, info: CacheInfo, started: float
+    ) -> dict[str, Any]:
         assert self.accountant is not None
         usage = _usage(result)
         model = str(params.get("model", ""))
@@ -217,21 +220,24 @@ class Books:
             "tier": info.tier if info.hit else "single-flight",
             "saved": saved,
             "model_served": served,
+            "latency": time.perf_counter() - started,
         }
 
-    def hit(self, params: Mapping[str, Any], result: Any, info: CacheInfo) -> None:
+    def hit(self, params: Mapping[str, Any], result: Any, info: CacheInfo, started: float) -> None:
         """Record a call answered without the provider: $0 spent, the stored answer's cost saved."""
         if self.accountant is not None:
             try:
-                self.accountant.hit(**self._hit_args(params, result, info))
+                self.accountant.hit(**self._hit_args(params, result, info, started))
             except Exception:
                 log.exception("could not account a cache hit; it is not in the ledger")
 
-    async def ahit(self, params: Mapping[str, Any], result: Any, info: CacheInfo) -> None:
+    async def ahit(
+        self, params: Mapping[str, Any], result: Any, info: CacheInfo, started: float
+    ) -> None:
         """Async :meth:`hit`."""
         if self.accountant is not None:
             try:
-                await self.accountant.ahit(**self._hit_args(params, result, info))
+                await self.accountant.ahit(**self._hit_args(params, result, info, started))
             except Exception:
                 log.exception("could not account a cache hit; it is not in the ledger")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -137,7 +138,7 @@ def tag(result: Any, info: CacheInfo) -> Any:
 class _Call:
     """What both faces share: the endpoint, the wiring and the call's plan."""
 
-    __slots__ = ("base_url", "books", "client", "endpoint", "plan", "raw", "wiring")
+    __slots__ = ("base_url", "books", "client", "endpoint", "plan", "raw", "started", "wiring")
 
     def __init__(
         self,
@@ -152,6 +153,7 @@ class _Call:
     ) -> None:
         self.endpoint, self.wiring, self.client, self.base_url = endpoint, wiring, client, base_url
         self.books, self.raw = books, raw
+        self.started = time.perf_counter()
         self.plan = plan(endpoint, wiring, base_url, kwargs)
 
     def _hidden(self) -> Callable[[Any], bool] | None:
@@ -222,12 +224,12 @@ class SyncCall(_Call):
         if not p.stream:
             fetched = self.wiring.cache.fetch(p.key, self._upstream, **self._fetch_options())
             if fetched.info.hit or fetched.info.coalesced:
-                self.books.hit(p.params, fetched.value, fetched.info)
+                self.books.hit(p.params, fetched.value, fetched.info, self.started)
             return tag(fetched.value, fetched.info)
         got = self.wiring.cache.claim(p.key, decode=self.endpoint.decode, **p.options)
         if isinstance(got, Claim):
             return self._stream(got)
-        self.books.hit(p.params, got.value, got.info)
+        self.books.hit(p.params, got.value, got.info, self.started)
         return ReplayStream(self._replay_items(got.value), **self._replay_args(got.info))
 
     def _raw_response(self) -> Any:
@@ -307,12 +309,12 @@ class AsyncCall(_Call):
         if not p.stream:
             fetched = await self.wiring.cache.afetch(p.key, self._upstream, **self._fetch_options())
             if fetched.info.hit or fetched.info.coalesced:
-                await self.books.ahit(p.params, fetched.value, fetched.info)
+                await self.books.ahit(p.params, fetched.value, fetched.info, self.started)
             return tag(fetched.value, fetched.info)
         got = await self.wiring.cache.aclaim(p.key, decode=self.endpoint.decode, **p.options)
         if isinstance(got, Claim):
             return await self._stream(got)
-        await self.books.ahit(p.params, got.value, got.info)
+        await self.books.ahit(p.params, got.value, got.info, self.started)
         return AsyncReplayStream(self._replay_items(got.value), **self._replay_args(got.info))
 
     async def _raw_response(self) -> Any:
