@@ -412,7 +412,12 @@ class Ledger:
             batch = spill.take(n)
             if batch:
                 self._store.append_many(batch)
-            return len(batch), spill.done()
+            # Removed from the spill and counted as replayed in one step: a flush that finds
+            # the spill empty must also find these records counted.
+            with self._lock:
+                removed = spill.done()
+                self._replayed += len(batch)
+            return len(batch), removed
 
     def _replay(self) -> bool:
         """Write the spill back to the store; ``True`` when it is empty and the episode over."""
@@ -424,14 +429,12 @@ class Ledger:
             while spill.size:
                 self._flush_due()  # hits due wait for one replay step at most, not all of it
                 try:
-                    written, removed = self._replay_step(spill, 1 if probe else self.replay_batch)
+                    _, removed = self._replay_step(spill, 1 if probe else self.replay_batch)
                     probe = False
                 except Exception as exc:
                     with self._lock:
                         self._failure(exc)
                     return False
-                with self._lock:
-                    self._replayed += written
                 if not removed:
                     break  # no progress (cannot happen): never spin here
         with self._lock:
@@ -474,8 +477,6 @@ class Ledger:
                     self._flush_due()
                     written, removed = self._replay_step(adopted, self.replay_batch)
                     replayed += written
-                    with self._lock:
-                        self._replayed += written
                     if not removed:
                         break
             except Exception as exc:
