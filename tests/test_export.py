@@ -866,6 +866,53 @@ def test_a_flush_or_shutdown_never_waits_out_the_exporters_retries() -> None:
     assert delivery is not None and delivery.spans_failed == 5 and delivery.spans_exported == 0
 
 
+def test_a_first_export_at_shutdown_to_a_dead_backend_gives_up_quickly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A short CLI run: nothing was exported before the end, so the backend is not yet known to
+    # be down when shutdown() starts; the exporter would retry it for up to 10 s. The pipeline
+    # keeps checking while it waits, and gives up once the export is stuck (about a second).
+    dead = f"http://127.0.0.1:{free_port()}"
+    exporter = make_exporter(dead)
+    for _ in range(5):
+        exporter.end_call(exporter.start_call(start_of()), miss_record(), end_of())
+    with caplog.at_level(logging.WARNING, logger="accounting.export"):
+        t0 = time.monotonic()
+        exporter.shutdown(timeout=5)
+        elapsed = time.monotonic() - t0
+    assert elapsed < 2.0, elapsed  # the whole 5 s before the fix
+    delivery = exporter.stats().delivery
+    # What was lost is counted by the time shutdown() returns, and logged once.
+    assert delivery is not None and (delivery.spans_failed, delivery.spans_exported) == (5, 0)
+    assert our_warnings(caplog, "could not export") == 2  # spans, metrics
+
+
+def test_a_first_flush_to_a_dead_backend_says_so_quickly() -> None:
+    exporter = make_exporter(f"http://127.0.0.1:{free_port()}")
+    try:
+        for _ in range(5):
+            exporter.end_call(exporter.start_call(start_of()), miss_record(), end_of())
+        t0 = time.monotonic()
+        assert not exporter.force_flush(5)
+        assert time.monotonic() - t0 < 2.0  # the whole 5 s before the fix
+    finally:
+        exporter.shutdown(timeout=5)
+
+
+def test_a_live_backend_gets_every_span_at_shutdown(receiver: OTLPReceiver) -> None:
+    # More calls than one batch of spans, all still queued when shutdown() starts.
+    exporter = make_exporter(receiver.url, schedule_delay=3600.0)
+    calls = 700
+    for _ in range(calls):
+        exporter.end_call(exporter.start_call(start_of()), miss_record(), end_of())
+    exporter.shutdown(timeout=5)
+    assert len(receiver.spans()) == calls
+    stats = exporter.stats()
+    assert (stats.exported, stats.failed, stats.dropped) == (calls, 0, 0)
+    assert stats.delivery is not None
+    assert (stats.delivery.spans_exported, stats.delivery.spans_failed) == (calls, 0)
+
+
 @pytest.fixture
 def black_hole() -> Iterator[str]:
     """A collector that accepts connections and never answers (a black-holed network path)."""

@@ -66,6 +66,10 @@ _NO_GRPC = (
 )
 #: Seconds after which an export still in progress at shutdown means the backend is down.
 STUCK_AFTER = 1.0
+#: Seconds a shutdown that gave up on the backend still waits for the aborted exports to end,
+#: so that what they lost is counted when it returns (they end in milliseconds, unless an HTTP
+#: request in flight to a collector that never answers cannot be cut).
+SETTLE_AFTER_ABORT = 0.25
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -360,20 +364,24 @@ class _OwnedPipeline:
     def force_flush(self, timeout: float) -> bool:
         # The SDK's batch processor ignores its flush timeout (it waits for every batch, each
         # up to the exporter's timeout with retries), so the flush runs on the control thread
-        # and we wait for it at most ``timeout``: False if it is not done by then.
-        return self._control.flush(lambda: self._flush(timeout), timeout)
+        # and we wait for it at most ``timeout``: False if it is not done by then, or as soon
+        # as an export is stuck (the exporter retrying a backend that is down). A past failure
+        # alone does not end the wait: the backend may be back, and then the flush is quick.
+        return self._control.flush(lambda: self._flush(timeout), timeout, give_up=self._stuck)
 
-    def _failing(self) -> bool:
-        # The last export failed, or one has been going on for over a second: a collector
-        # that works answers in milliseconds, so this one is down (the exporter is retrying).
-        if self._delivery.failing:
-            return True
+    def _stuck(self) -> bool:
+        # An export has been going on for over a second: a collector that works answers in
+        # milliseconds, so this one is down (the exporter is retrying) or too slow to wait for.
         now = time.monotonic()
         for exporter in (self.span_exporter, self.metric_exporter):
             since = exporter.busy_since if exporter is not None else None
             if since is not None and now - since > STUCK_AFTER:
                 return True
         return False
+
+    def _failing(self) -> bool:
+        # The last export failed, or one is stuck.
+        return self._delivery.failing or self._stuck()
 
     def _abort(self) -> None:
         for exporter in (self.span_exporter, self.metric_exporter):
@@ -392,15 +400,22 @@ class _OwnedPipeline:
         return True
 
     def shutdown(self, timeout: float) -> None:
-        # Flush what is pending, within ``timeout``. If the backend is failing, or the
-        # shutdown does not end in time, abort the exporters: a retry in progress ends and
-        # whatever is still pending fails at once (counted). The SDK's shutdown may go on
+        # Flush what is pending, within ``timeout``. If the backend is failing (checked
+        # before and all along the wait: the first export of a short run often starts here),
+        # or the shutdown does not end in time, abort the exporters: a retry in progress ends
+        # and whatever is still pending fails at once (counted). The SDK's shutdown may go on
         # (an HTTP request in flight cannot be cut) on the control thread, a daemon: it no
         # longer delays the application.
+        deadline = time.monotonic() + timeout
         if self._failing():
             self._abort()
-        if not self._control.shutdown(lambda: self._shutdown(timeout), timeout):
-            self._abort()
+        if self._control.shutdown(lambda: self._shutdown(timeout), timeout, self._failing):
+            return
+        self._abort()
+        # Aborted exports end in milliseconds: wait that long, so that what they lost is
+        # counted in stats() when we return; never past ``timeout``.
+        settle = min(deadline - time.monotonic(), SETTLE_AFTER_ABORT)
+        self._control.shutdown(lambda: True, settle)  # waits for the shutdown under way
 
     def delivery(self) -> DeliveryStats:
         return self._delivery.stats()
