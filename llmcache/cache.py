@@ -323,18 +323,22 @@ class Cache:
         """Write ``entry`` to tier ``i`` (``raw``: its envelope, built here if needed)."""
         tier = self.tiers[i]
         if self._inline[i]:
-            try:
-                tier.set_entry(tkey, entry, ttl)  # type: ignore[attr-defined]
-            except Exception as exc:
-                self._fault(i, exc)
-                return False
-        else:
-            if raw is None:
-                raw = encode(tkey, entry.body, created=entry.created, ttl=entry.ttl)
-            res = yield TierCall(tier, "set", tkey, raw, ttl)
-            if type(res) is Failed:
-                self._fault(i, res.exc)
-                return False
+            return self._put_entry(i, tkey, entry, ttl)
+        if raw is None:
+            raw = encode(tkey, entry.body, created=entry.created, ttl=entry.ttl)
+        res = yield TierCall(tier, "set", tkey, raw, ttl)
+        if type(res) is Failed:
+            self._fault(i, res.exc)
+            return False
+        return True
+
+    def _put_entry(self, i: int, tkey: str, entry: Entry, ttl: float | None) -> bool:
+        """Write ``entry`` to the in-process tier ``i`` (no flow: nothing to wait for)."""
+        try:
+            self.tiers[i].set_entry(tkey, entry, ttl)  # type: ignore[attr-defined]
+        except Exception as exc:
+            self._fault(i, exc)
+            return False
         return True
 
     def _fast_entry(self, ck: CacheKey) -> tuple[str, Entry | None] | None:
@@ -411,7 +415,13 @@ class Cache:
         raw = None if self._all_inline else encode(tkey, body, created=entry.created, ttl=ttl)
         stored = False
         for i, tier in enumerate(self.tiers):
-            if (yield from self._put(i, tkey, raw, entry, _cap(tier.ttl, ttl))):
+            tier_ttl = ttl if tier.ttl is None else _cap(tier.ttl, ttl)
+            # An in-process tier is written here: a sub-flow per miss costs more than the write.
+            if (
+                self._put_entry(i, tkey, entry, tier_ttl)
+                if self._inline[i]
+                else (yield from self._put(i, tkey, raw, entry, tier_ttl))
+            ):
                 c = self._counters[i]
                 c.stores += 1
                 c.bytes_written += len(body) if self._inline[i] or raw is None else len(raw)
@@ -447,7 +457,8 @@ class Cache:
             self._counters[0].misses += 1
         if not no_cache:
             self._lookups += 1
-            found = yield from self._lookup(tkey, start)
+            # After a fast-path miss of the only tier there is nothing left to read.
+            found = (yield from self._lookup(tkey, start)) if start < len(self.tiers) else None
             hit = None if found is None else self._hit(tkey, found, dec)
             if hit is not None:
                 return hit
@@ -479,6 +490,8 @@ class Cache:
             self._coalesced += 1
             return Fetched(value, CacheInfo(hit=False, tier=None, key=tkey, coalesced=True))
         try:
+            if self._lock_index is None or job.no_store:
+                return (yield from self._compute(job, flight))
             return (yield from self._lead(job, flight, dec))
         finally:
             self._flights.leave(tkey, flight)
@@ -507,9 +520,9 @@ class Cache:
         return Fetched(value, CacheInfo(hit=True, tier=self.tiers[i].name, key=tkey, age=age))
 
     def _lead(self, job: _Job, flight: Flight, dec: Callable[[bytes], Any]) -> Flow[Fetched[Any]]:
+        """Compute as the leader holding the cross-process lock of tier ``_lock_index``."""
         tkey, li = job.tkey, self._lock_index
-        if li is None or job.no_store:
-            return (yield from self._compute(job, flight))
+        assert li is not None
         lock_tier, lkey, token = self.tiers[li], tkey + ":lock", uuid.uuid4().hex
         deadline = time.monotonic() + self.wait_timeout
         delay = 0.002

@@ -113,7 +113,13 @@ def canonical_json(payload: object) -> bytes:
     """
     try:
         # Most payloads are plain JSON already: checking is cheaper than copying.
-        text = _dumps(payload if _is_plain(payload) else _canon(payload))
+        value = payload if _is_plain(payload) else _canon(payload)
+        # _dumps inlined: this runs on every cached call.
+        text = (
+            "".join(_c_encode(value, 0))
+            if _c_encode is not None and type(value) is not str
+            else _encoder.encode(value)
+        )
     except _Unencodable:
         path, bad, why = _find_bad(payload, "$")
         why = why or "this value has no defined encoding"
@@ -152,7 +158,16 @@ def _is_plain(o: Any) -> bool:
         tv = type(v)
         if tv is str or tv is int or tv is bool or v is None:
             continue
-        if tv is dict or tv is list or tv is tuple:
+        if tv is dict:
+            # A flat dict (a chat message) is checked here: a call saved per message.
+            for k in v:
+                if type(k) is not str or k[:1] == _TAG:
+                    return False
+            for w in v.values():
+                tw = type(w)
+                if not (tw is str or tw is int or tw is bool or w is None or _is_plain(w)):
+                    return False
+        elif tv is list or tv is tuple:
             if not _is_plain(v):
                 return False
         elif not _is_plain_leaf(v):

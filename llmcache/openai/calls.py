@@ -245,6 +245,8 @@ class SyncCall(_Call):
         return response
 
     def _upstream(self, outcome: CacheOutcome = CacheOutcome.MISS) -> Any:
+        if self.books.accountant is None:  # nothing to account: no meter to open and close
+            return self.raw(**self.plan.params)
         meter = self.books.begin(self.plan.params)
         try:
             result = self.raw(**self.plan.params)
@@ -328,6 +330,8 @@ class AsyncCall(_Call):
         return response
 
     async def _upstream(self, outcome: CacheOutcome = CacheOutcome.MISS) -> Any:
+        if self.books.accountant is None:  # nothing to account: no meter to open and close
+            return await self.raw(**self.plan.params)
         meter = await self.books.abegin(self.plan.params)
         try:
             result = await self.raw(**self.plan.params)

@@ -232,7 +232,16 @@ class _Creator(_Proxy):
         }
 
     def _create(self, **kwargs: Any) -> Any:
-        return SyncCall(**self._call_args(kwargs)).run()
+        # Spelled out rather than through _call_args: one dict fewer at every call.
+        return SyncCall(
+            endpoint=self._endpoint,
+            wiring=self._wiring,
+            client=self._client,
+            base_url=self._url,
+            books=self._books,
+            raw=self._sdk.create,
+            kwargs=kwargs,
+        ).run()
 
     async def _acreate(self, **kwargs: Any) -> Any:
         return await AsyncCall(**self._call_args(kwargs)).run()

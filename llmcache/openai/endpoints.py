@@ -19,6 +19,8 @@ from pydantic import BaseModel, ValidationError
 
 from llmcache.openai import policy, streams
 
+_MODEL_DUMP_JSON = BaseModel.model_dump_json
+
 __all__ = ["CHAT", "COMPLETIONS", "EMBEDDINGS", "ENDPOINTS", "RESPONSES", "Endpoint"]
 
 
@@ -57,7 +59,12 @@ class Endpoint:
     @staticmethod
     def encode(result: Any) -> bytes:
         """The SDK object → stored JSON (every field, extras included)."""
-        body: bytes = result.model_dump_json().encode()
+        if type(result).model_dump_json is _MODEL_DUMP_JSON:
+            # model_dump_json() is these bytes decoded to str; skip that round trip (and its
+            # keyword plumbing): this runs at every miss.
+            body: bytes = result.__pydantic_serializer__.to_json(result)
+            return body
+        body = result.model_dump_json().encode()
         return body
 
     def storable(self, result: Any) -> bool:

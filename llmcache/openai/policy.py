@@ -119,8 +119,14 @@ def key_payload(endpoint: str, base_url: str, params: Mapping[str, Any]) -> dict
     for name, value in params.items():
         if name in NOT_IN_KEY:
             continue
-        if type(value) is list and any(type(v) is not dict for v in value):
-            keyed[name] = [_as_sent(v) for v in value]
+        if type(value) is list:
+            # A loop, not any(<generator>): messages are lists, and this runs at every call.
+            for v in value:
+                if type(v) is not dict:
+                    keyed[name] = [_as_sent(v) for v in value]
+                    break
+            else:
+                keyed[name] = value
         else:
             keyed[name] = value
     return {"endpoint": endpoint, "base_url": base_url, "params": keyed}
@@ -171,7 +177,7 @@ def bypass_reason(endpoint: str, params: Mapping[str, Any], policy: WrapPolicy) 
     """Why a request goes straight upstream, or ``None`` when the cache handles it."""
     if not policy.enabled:
         return "disabled"
-    if wants_raw(params):
+    if params.get("extra_headers") and wants_raw(params):
         return "raw response"
     if endpoint == "responses" and params.get("background"):
         # A background response comes back queued; its answer is fetched later by id.
@@ -185,7 +191,11 @@ def _finish_reasons_ok(result: Any) -> bool:
     choices = getattr(result, "choices", None)
     if not choices:
         return False
-    return all(c.finish_reason is not None and c.finish_reason != _CONTENT_FILTER for c in choices)
+    # A loop, not all(<generator>): this runs at every miss.
+    for c in choices:  # noqa: SIM110
+        if c.finish_reason is None or c.finish_reason == _CONTENT_FILTER:
+            return False
+    return True
 
 
 def storable(endpoint: str, result: Any) -> bool:

@@ -115,7 +115,7 @@ class MemoryTier(InlineAsync):
             size = len(key) + len(value) + _OVERHEAD
         else:
             assert entry is not None
-            size = _entry_size(key, entry)
+            size = len(key) + len(entry.body) + _OVERHEAD  # _entry_size, inline: every miss
         if size > self.max_bytes:
             # Larger than the whole tier: keeping it would evict everything else.
             self.delete(key)
