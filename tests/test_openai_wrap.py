@@ -324,7 +324,11 @@ def test_stream_miss_then_replay_equal(
         model="gpt-4o-mini", messages=MESSAGES, stream=True, **extra
     ) as stream:
         assert isinstance(stream, openai.Stream)
+        miss = cache_info(stream)
+        assert miss is not None and not miss.hit and not miss.stored
         original = _text(stream)
+        done = cache_info(stream)
+        assert done is not None and done.stored  # known once the stream was read to its end
     replay_stream = client.chat.completions.create(
         model="gpt-4o-mini", messages=MESSAGES, stream=True, **extra
     )

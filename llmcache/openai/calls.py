@@ -270,7 +270,7 @@ class SyncCall(_Call):
                 self.books.failed(meter, exc)
             raise
 
-        def complete(chunks: list[Any]) -> None:
+        def complete(chunks: list[Any]) -> bool:
             try:
                 result, body, store = self._finished(chunks)
             except Exception as exc:  # a chunk shape we cannot assemble: not stored, not raised
@@ -278,10 +278,9 @@ class SyncCall(_Call):
                 result = None
             if result is None:  # ended without a finish reason: broken, never stored
                 abandon(StreamBroken("the stream ended before its finish"), chunks)
-                return
+                return False
             self.books.ok(meter, result, _outcome(claim))
-            if claim is not None:
-                claim.publish(body, store=store)
+            return claim is not None and claim.publish(body, store=store)
 
         def abandon(exc: BaseException | None, chunks: list[Any]) -> None:
             _give_up(claim, None)
@@ -355,7 +354,7 @@ class AsyncCall(_Call):
                 await self.books.afailed(meter, exc)
             raise
 
-        async def complete(chunks: list[Any]) -> None:
+        async def complete(chunks: list[Any]) -> bool:
             try:
                 result, body, store = self._finished(chunks)
             except Exception as exc:
@@ -363,10 +362,9 @@ class AsyncCall(_Call):
                 result = None
             if result is None:
                 await aabandon(StreamBroken("the stream ended before its finish"), chunks)
-                return
+                return False
             await self.books.aok(meter, result, _outcome(claim))
-            if claim is not None:
-                await claim.apublish(body, store=store)
+            return claim is not None and await claim.apublish(body, store=store)
 
         async def aabandon(exc: BaseException | None, chunks: list[Any]) -> None:
             _give_up(claim, None)

@@ -10,6 +10,7 @@ abandoned: nothing is stored and callers waiting for the same key go upstream th
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
@@ -43,8 +44,8 @@ class StreamSink(Generic[T]):
     def __init__(
         self,
         *,
-        complete: Callable[[list[T]], None] | None = None,
-        acomplete: Callable[[list[T]], Awaitable[None]] | None = None,
+        complete: Callable[[list[T]], bool] | None = None,
+        acomplete: Callable[[list[T]], Awaitable[bool]] | None = None,
         abandon: Callable[[BaseException | None, list[T]], None],
         aabandon: Callable[[BaseException | None, list[T]], Awaitable[None]] | None = None,
         hidden: Callable[[T], bool] | None = None,
@@ -54,19 +55,21 @@ class StreamSink(Generic[T]):
         self.hidden = hidden
         self._ended = False
 
-    def complete(self, chunks: list[T]) -> None:
-        """The stream ended normally: hand over its chunks (once)."""
-        if not self._ended:
+    def complete(self, chunks: list[T]) -> bool:
+        """The stream ended normally: hand over its chunks (once); whether they were stored."""
+        if self._ended or self._complete is None:
             self._ended = True
-            if self._complete is not None:
-                self._complete(chunks)
+            return False
+        self._ended = True
+        return self._complete(chunks)
 
-    async def acomplete(self, chunks: list[T]) -> None:
+    async def acomplete(self, chunks: list[T]) -> bool:
         """Async :meth:`complete`."""
-        if not self._ended:
+        if self._ended or self._acomplete is None:
             self._ended = True
-            if self._acomplete is not None:
-                await self._acomplete(chunks)
+            return False
+        self._ended = True
+        return await self._acomplete(chunks)
 
     def abandon(self, error: BaseException | None, chunks: list[T]) -> None:
         """The stream will not complete (once; a no-op after :meth:`complete`)."""
@@ -89,7 +92,13 @@ def _abandon_unread(sink: StreamSink[Any], chunks: list[Any]) -> None:
     sink.abandon(None, chunks)
 
 
-def _tee(source: Iterator[T], sink: StreamSink[T], chunks: list[T]) -> Iterator[T]:
+def _stored(info: list[CacheInfo]) -> None:
+    info[0] = dataclasses.replace(info[0], stored=True)
+
+
+def _tee(
+    source: Iterator[T], sink: StreamSink[T], chunks: list[T], info: list[CacheInfo]
+) -> Iterator[T]:
     # A function, not a method: a generator holding its stream would make a reference cycle,
     # and a stream dropped unread would keep its key's waiters waiting until a GC pass.
     hidden = sink.hidden
@@ -101,10 +110,13 @@ def _tee(source: Iterator[T], sink: StreamSink[T], chunks: list[T]) -> Iterator[
     except BaseException as exc:  # GeneratorExit too: dropped or closed before its end
         sink.abandon(exc if isinstance(exc, Exception) else None, chunks)
         raise
-    sink.complete(chunks)
+    if sink.complete(chunks):
+        _stored(info)
 
 
-async def _atee(source: AsyncIterator[T], sink: StreamSink[T], chunks: list[T]) -> AsyncIterator[T]:
+async def _atee(
+    source: AsyncIterator[T], sink: StreamSink[T], chunks: list[T], info: list[CacheInfo]
+) -> AsyncIterator[T]:
     hidden = sink.hidden
     try:
         async for chunk in source:
@@ -114,7 +126,8 @@ async def _atee(source: AsyncIterator[T], sink: StreamSink[T], chunks: list[T]) 
     except BaseException as exc:
         await sink.aabandon(exc if isinstance(exc, Exception) else None, chunks)
         raise
-    await sink.acomplete(chunks)
+    if await sink.acomplete(chunks):
+        _stored(info)
 
 
 class TeeStream(Stream[T]):
@@ -126,9 +139,13 @@ class TeeStream(Stream[T]):
         self.__dict__.update(upstream.__dict__)
         self._sink = sink
         self._chunks: list[T] = []
-        self._iterator = _tee(upstream._iterator, sink, self._chunks)
-        setattr(self, _INFO, info)
+        self._info = [info]  # shared with the tee, which marks it stored at the end
+        self._iterator = _tee(upstream._iterator, sink, self._chunks, self._info)
         weakref.finalize(self, _abandon_unread, sink, self._chunks)
+
+    @property
+    def _llmcache_info(self) -> CacheInfo:
+        return self._info[0]
 
     def close(self) -> None:
         """Close the response; a stream closed before its end is not stored."""
@@ -143,9 +160,13 @@ class AsyncTeeStream(AsyncStream[T]):
         self.__dict__.update(upstream.__dict__)
         self._sink = sink
         self._chunks: list[T] = []
-        self._iterator = _atee(upstream._iterator, sink, self._chunks)
-        setattr(self, _INFO, info)
+        self._info = [info]
+        self._iterator = _atee(upstream._iterator, sink, self._chunks, self._info)
         weakref.finalize(self, _abandon_unread, sink, self._chunks)
+
+    @property
+    def _llmcache_info(self) -> CacheInfo:
+        return self._info[0]
 
     async def close(self) -> None:
         """Close the response; a stream closed before its end is not stored."""
