@@ -6,7 +6,8 @@ Run::
     python benchmarks/bench_wrap.py --json     # the same figures as JSON
 
 The upstream is ``llmcache.testing``'s local OpenAI-compatible server with zero added latency,
-started as a separate process so the CPU time measured here is the client's alone.
+started as a separate process so the CPU time measured here is the client's alone, and (with two
+CPUs or more) on other CPUs than the client, as a remote provider's work would be.
 
 * **Miss overhead**: CPU time of the calling thread (``time.thread_time_ns``) per
   ``chat.completions.create`` of a new request, through ``wrap(OpenAI(), Cache([MemoryTier()]))``
@@ -32,6 +33,7 @@ import gc
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -58,9 +60,22 @@ MESSAGES = [
 ]
 
 
+def _pin() -> list[str]:
+    """Run the server on another CPU than this client when there are two or more.
+
+    A real provider is remote: its work never shares the client's core and caches. On a small
+    machine the local server would otherwise run between the client's steps on the same core.
+    """
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 2 or shutil.which("taskset") is None:
+        return []
+    os.sched_setaffinity(0, {cpus[0]})
+    return ["taskset", "-c", ",".join(str(c) for c in cpus[1:])]
+
+
 def _start_server() -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llmcache.testing", "--port", "0"],
+        [*_pin(), sys.executable, "-m", "llmcache.testing", "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
     )
