@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +24,7 @@ from llmcache.openai.endpoints import Endpoint
 __all__ = ["Books", "provider_of"]
 
 log = logging.getLogger("llmcache.openai")
+_SAVED_MEMO = 4096
 
 _KNOWN_HOSTS = {
     "api.openai.com": "openai",
@@ -77,12 +79,15 @@ class Books:
         base_url: the client's base URL (the exported span's server address and port).
     """
 
-    __slots__ = ("_server", "accountant", "endpoint", "provider")
+    __slots__ = ("_saved", "_server", "accountant", "endpoint", "provider")
 
     def __init__(
         self, accountant: Accountant | None, endpoint: Endpoint, provider: str, base_url: str
     ) -> None:
         self.accountant, self.endpoint, self.provider = accountant, endpoint, provider
+        # What a stored answer saves at each hit, by (entry key, response id): priced once,
+        # not at every hit of a popular entry.
+        self._saved: dict[tuple[str, str | None], Decimal | None] = {}
         parts = urlsplit(base_url)
         self._server = (parts.hostname, parts.port)
 
@@ -201,18 +206,16 @@ class Books:
         self, params: Mapping[str, Any], result: Any, info: CacheInfo, started: float
     ) -> dict[str, Any]:
         assert self.accountant is not None
-        usage = _usage(result)
         model = str(params.get("model", ""))
         served = getattr(result, "model", None)
-        saved = None
-        if usage is not None:
-            cost = served_cost(
-                self.accountant.prices,
-                usage,
-                CallRequest(provider=self.provider, model=model),
-                served,
-            )
-            saved = None if cost is None else cost.total
+        memo = (info.key, getattr(result, "id", None))
+        try:
+            saved = self._saved[memo]
+        except KeyError:
+            saved = self._price(result, model, served)
+            if len(self._saved) >= _SAVED_MEMO:
+                self._saved.clear()
+            self._saved[memo] = saved
         return {
             "provider": self.provider,
             "model": model,
@@ -222,6 +225,15 @@ class Books:
             "model_served": served,
             "latency": time.perf_counter() - started,
         }
+
+    def _price(self, result: Any, model: str, served: str | None) -> Decimal | None:
+        assert self.accountant is not None
+        usage = _usage(result)
+        if usage is None:
+            return None
+        request = CallRequest(provider=self.provider, model=model)
+        cost = served_cost(self.accountant.prices, usage, request, served)
+        return None if cost is None else cost.total
 
     def hit(self, params: Mapping[str, Any], result: Any, info: CacheInfo, started: float) -> None:
         """Record a call answered without the provider: $0 spent, the stored answer's cost saved."""
