@@ -1141,3 +1141,115 @@ def test_sigkill_while_the_ledger_is_locked_loses_nothing(tmp_path: Path) -> Non
     ledger.close()
     assert set(seen) <= ids_in(path)
     assert list(spill.glob("spill-*")) == []
+
+
+# -- reports during an outage; bounded Redis keys ---------------------------------------------
+
+
+@pytest.mark.parametrize("spill_kind", ["file", "memory"])
+def test_records_during_an_outage_include_the_spill_each_once(
+    tmp_path: Path, spill_kind: str
+) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    before = spend(time=T0 - 1)
+    store = SQLiteStore(path)
+    store.append(before)
+    store.close()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the file's write lock; reads work
+    spill = tmp_path / "spill" if spill_kind == "file" else None
+    ledger = Ledger(
+        SQLiteStore(path, busy_timeout=0.02), batch_size=2, spill_dir=spill, retry_interval=0.05
+    )
+    records = [spend(time=T0 + i) for i in range(6)] + [hit(time=T0 + 10 + i) for i in range(3)]
+    try:
+        for r in records:
+            ledger.append(r)
+        assert ledger.stats().failing
+        got = list(ledger.records())  # flushes the last hit: it goes to the spill too
+        assert ids(got) == [before.id, *ids(records)]  # the store's, then the spill's in order
+        assert by_id(got) == by_id([before, *records])
+        # The money already spent is in the report, to the pico-dollar.
+        assert totals_of(got, DAY, by="all") == totals_of([before, *records], DAY, by="all")
+        ranged = list(ledger.records(since=T0 + 2, until=T0 + 11))
+        assert ids(ranged) == ids(records[2:7])  # half-open on the spilled records too
+        s = ledger.stats()
+        assert s.failing and s.spill_size == 9 and s.replayed == 0  # nothing taken from it
+        if spill is not None:
+            assert len(list(spill.glob("spill-*.jsonl"))) == 1
+        # The spill is read when records() is called, the store as it is iterated: let the
+        # replay run in between, so every spilled record is in both when the store is read.
+        pending = ledger.records()
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    wait_until(lambda: not ledger.stats().failing, "the spill to be replayed")
+    assert ledger.stats().replayed == 9
+    after = list(pending)
+    assert sorted(ids(after)) == sorted(ids([before, *records]))  # each once, none twice
+    assert ids(list(ledger.records())) == [before.id, *ids(records)]
+    ledger.close()
+
+
+def test_records_raise_when_the_store_cannot_be_read_even_with_a_spill(tmp_path: Path) -> None:
+    in_the_way = tmp_path / "data"
+    in_the_way.write_text("a file where the ledger's directory should be")
+    ledger = Ledger(SQLiteStore(in_the_way / "l.sqlite3"), retry_interval=60)
+    ledger.append(spend())
+    assert ledger.stats().spill_size == 1
+    with pytest.raises(LedgerError):
+        list(ledger.records())  # a report is told, not handed the spill alone
+    ledger.close()
+
+
+def test_redis_aggregate_hashes_expire_after_their_retention(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    store = RedisStore(redis_url, aggregate_retention=3600)
+    now = time.time()
+    today = day_of(now)
+    _, _, end = day_bounds(today)
+    past = [spend(time=T0), hit(time=T0 + 1)]
+    store.append_many([*past, spend(time=now)])  # one batch, two days
+    for by in DIMENSIONS:
+        # A past day is kept a retention after the write; today a retention after its end.
+        assert 3590 < client.pttl(store.totals_key(DAY, by)) / 1000 <= 3600
+        left = client.pttl(store.totals_key(today, by)) / 1000
+        assert end - now + 3590 < left <= end - now + 3600
+    totals_keys = list(client.scan_iter(match=f"{store.prefix}totals:*"))
+    assert len(totals_keys) == 2 * len(DIMENSIONS)
+    assert all(client.pttl(k) > 0 for k in totals_keys)  # no hash is left without an expiry
+    assert store.totals(DAY, by="all") == totals_of(past, DAY, by="all")
+    store.close()
+
+    default = RedisStore(redis_url, prefix="default:")
+    default.append(spend(time=T0))
+    left = client.pttl(default.totals_key(DAY, "user")) / 1000
+    assert 400 * 86400 - 60 < left <= 400 * 86400
+    default.close()
+
+    forever = RedisStore(redis_url, prefix="forever:", aggregate_retention=None)
+    forever.append(spend(time=T0))
+    assert all(client.pttl(forever.totals_key(DAY, by)) == -1 for by in DIMENSIONS)
+    assert client.pttl(forever.seen_key(DAY)) > 0  # the id sets still expire
+    forever.close()
+    client.close()
+    with pytest.raises(ValueError, match="aggregate_retention"):
+        RedisStore(redis_url, aggregate_retention=0)
+
+
+def test_redis_stream_stays_bounded_with_maxlen(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    store = RedisStore(redis_url, maxlen=50)
+    records = [hit(time=T0 + i / 1000) for i in range(1000)]
+    for start in range(0, 1000, 50):
+        store.append_many(records[start : start + 50])
+        # MAXLEN ~ trims whole stream nodes (100 entries by default): about maxlen, never 1000.
+        assert client.xlen(store.stream) <= 50 + 2 * 100
+    assert client.xlen(store.stream) >= 50
+    assert store.totals(DAY, by="all")["all"].calls == 1000  # counters are not trimmed
+    unbounded = RedisStore(redis_url, prefix="unbounded:")
+    unbounded.append_many(records)
+    assert client.xlen(unbounded.stream) == 1000  # the default keeps every record
+    unbounded.close()
+    store.close()
+    client.close()

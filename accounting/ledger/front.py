@@ -589,13 +589,49 @@ class Ledger:
     def records(
         self, since: float | None = None, until: float | None = None
     ) -> Iterator[CallRecord]:
-        """Flush, then the store's records with ``since <= time < until`` (for reports).
+        """Flush, then every record with ``since <= time < until`` (for reports), each once.
+
+        The store's records come first, in its order, then those this ledger holds in its
+        spill (the store was failing or locked, or a batch overflowed: they are written back
+        later), oldest first. So a report made during an outage counts what was spent. The
+        spill is read once, when this is called, and left as it is; a record the background
+        thread writes back while the report reads is yielded once (records are matched by
+        id). Records appended after the call may be missing; spill files of other processes
+        are not read (they are replayed into the store by whoever adopts them).
 
         Raises:
-            LedgerError: the store cannot be read (a report asked: it is told).
+            LedgerError: the store cannot be read, or this ledger's spill file cannot (a
+                report asked: it is told).
         """
         self.flush()
-        return self._store.records(since, until)
+        # The spill first, the store after: a record written back in between is then in both
+        # (deduplicated below), never in neither.
+        try:
+            with self._lock:
+                spills = self._spills()
+            held: dict[str, CallRecord] = {}
+            for spill in spills:
+                for record in spill.snapshot():
+                    if (since is None or record.time >= since) and (
+                        until is None or record.time < until
+                    ):
+                        held.setdefault(record.id, record)
+        except OSError as exc:
+            raise LedgerError(
+                f"ledger {self._store_name}: the spill cannot be read: {type(exc).__name__}: {exc}",
+                store=self._store_name,
+            ) from exc
+        return self._with_held(self._store.records(since, until), held)
+
+    @staticmethod
+    def _with_held(
+        stored: Iterator[CallRecord], held: dict[str, CallRecord]
+    ) -> Iterator[CallRecord]:
+        """``stored``, then the ``held`` records it did not yield (``held`` is consumed)."""
+        for record in stored:
+            held.pop(record.id, None)
+            yield record
+        yield from held.values()
 
     def totals(self, day: str | dt.date, *, by: str = "user") -> dict[str, LedgerTotals]:
         """Flush, then the store's totals of UTC day ``day`` per name of dimension ``by``.

@@ -8,11 +8,16 @@ Keys, under ``prefix`` (default ``llmcache:ledger:``):
 - ``<prefix>totals:<YYYY-MM-DD>:<dimension>``: a hash per UTC day and dimension (``user``,
   ``feature``, ``task``, ``model``, ``all``), field ``<counter>:<name>`` (e.g.
   ``output_cost:alice``), HINCRBY'd. Money is integer pico-dollars: exact, and atomic to add.
-  One small hash per day and dimension; they are never expired by the ledger.
+  One small hash per day and dimension. With ``aggregate_retention`` (400 days by default) the
+  script that increments a hash also sets it to expire that many seconds after the end of its
+  day, or after now for a day written to after its end (a late replay), whichever is later; so
+  old days leave the server by themselves and a hash never exists without an expiry.
+  ``aggregate_retention=None`` keeps them forever (the server then grows by five hashes a day).
 - ``<prefix>records``: the stream, one entry per record, fields ``r`` (the record's JSON) and
   ``h`` (its checksum). With ``maxlen`` set, each XADD trims the stream to about ``maxlen``
   entries (``MAXLEN ~``: Redis trims whole nodes, so a few more may stay); the counters are
-  not affected by the trim. Without it the stream keeps every record.
+  not affected by the trim. Without it (the default) the stream keeps every record and grows
+  without bound: set ``maxlen`` on a long-lived server (a small record takes about 600 bytes).
 - ``<prefix>seen:<YYYY-MM-DD>``: a set per UTC day (of ``record.time``) of the ids of the
   records written, which makes writes idempotent (below). Each write sets it to expire
   ``dedupe_retention`` seconds (7 days by default) after the end of its day or after now,
@@ -60,7 +65,12 @@ from accounting.ledger.base import (
 )
 from accounting.record import CallRecord
 
-__all__ = ["DEFAULT_DEDUPE_RETENTION", "DEFAULT_PREFIX", "RedisStore"]
+__all__ = [
+    "DEFAULT_AGGREGATE_RETENTION",
+    "DEFAULT_DEDUPE_RETENTION",
+    "DEFAULT_PREFIX",
+    "RedisStore",
+]
 
 log = logging.getLogger("accounting.ledger")
 
@@ -72,12 +82,16 @@ _ERRORS: Final = (redis.exceptions.RedisError, OSError)
 #: Seconds after a record was written (and after its UTC day) during which writing it again
 #: adds nothing.
 DEFAULT_DEDUPE_RETENTION: Final = 7 * 86400.0
+#: Seconds the aggregate hashes of a day are kept after the end of that day (or after the last
+#: write to them, if later): 400 days, so this day last year can still be read.
+DEFAULT_AGGREGATE_RETENTION: Final = 400 * 86400.0
 # One script call per append: the stream entries and the counter increments run atomically,
 # and one command costs the client far less than a MULTI of dozens of HINCRBYs.
 # KEYS: the stream, then the seen sets and totals hashes that ARGV points at by index.
 # ARGV: maxlen (0 = no trim), the number of records n, the number of seen sets m; per seen set
-# its index in KEYS, its expiry (Unix ms), the number of ids c and the c ids; per record its
-# JSON and checksum; then per (day, dimension, name): the index of its hash, the name, and its
+# its index in KEYS, its expiry (Unix ms), the number of ids c and the c ids; the number of
+# totals hashes to expire e and per hash its index in KEYS and its expiry (Unix ms); per record
+# its JSON and checksum; then per (day, dimension, name): the index of its hash, the name, and its
 # counters as "calls=1,output_cost=12" (counter names are [a-z_]; the name, which may hold any
 # character, travels on its own). Increments reach HINCRBY as the digit strings they arrived
 # as: Lua numbers are doubles and would round amounts past 2^53 pico-dollars, which is also why
@@ -96,6 +110,12 @@ for s = 1, m do
   sets[s] = {KEYS[tonumber(ARGV[i])], ARGV[i + 1], i + 3, i + 2 + c}
   i = i + 3 + c
 end
+local e = tonumber(ARGV[i])
+local expiring = {}
+for x = 1, e do
+  expiring[x] = {KEYS[tonumber(ARGV[i + 2 * x - 1])], ARGV[i + 2 * x]}
+end
+i = i + 1 + 2 * e
 local seen = {}
 for _, set in ipairs(sets) do
   for from = set[3], set[4], 1000 do
@@ -139,6 +159,9 @@ while i <= #ARGV do
   end
   i = i + 3
 end
+for _, hash in ipairs(expiring) do
+  redis.call('PEXPIREAT', hash[1], hash[2])
+end
 return seen
 """
 
@@ -179,6 +202,9 @@ class RedisStore:
         dedupe_retention: seconds during which a record's id is remembered after it was
             written (and after the end of its UTC day), so that writing it again adds nothing
             (7 days by default; see the module).
+        aggregate_retention: seconds the aggregate hashes of a UTC day are kept after the
+            end of that day (or after the latest write to them, if later): 400 days by
+            default; ``None`` keeps them forever (see the module).
 
     Raises:
         ValueError: neither or both of ``url`` and ``client``, or a bad option value.
@@ -198,6 +224,7 @@ class RedisStore:
         connect_timeout: float = 0.25,
         skew: float = 3600.0,
         dedupe_retention: float = DEFAULT_DEDUPE_RETENTION,
+        aggregate_retention: float | None = DEFAULT_AGGREGATE_RETENTION,
     ) -> None:
         if (url is None) == (client is None):
             raise ValueError("RedisStore needs exactly one of url or client")
@@ -209,10 +236,15 @@ class RedisStore:
             raise ValueError(f"RedisStore skew must be >= 0, got {skew}")
         if dedupe_retention <= 0:
             raise ValueError(f"RedisStore dedupe_retention must be > 0, got {dedupe_retention}")
+        if aggregate_retention is not None and aggregate_retention <= 0:
+            raise ValueError(
+                f"RedisStore aggregate_retention must be > 0 or None, got {aggregate_retention}"
+            )
         self.prefix = prefix
         self.maxlen = maxlen
         self.skew = skew
         self.dedupe_retention = dedupe_retention
+        self.aggregate_retention = aggregate_retention
         self.stream = f"{prefix}records"
         if url is not None:
             self.name = f"redis:{_redact(url)}"
@@ -320,14 +352,20 @@ class RedisStore:
         for record in records:
             args.extend(encode_record(record))
         index: dict[str, int] = {}
+        expiring: list[str | int] = []
+        retention = self.aggregate_retention
         for (day, by, name), values in aggregate(records).items():
             key = self.totals_key(day, by)
             k = index.get(key)
             if k is None:
                 keys.append(key)
                 k = index[key] = len(keys)
+                if retention is not None:
+                    _, _, end = day_bounds(day)
+                    expiring.extend((k, int((max(end, now) + retention) * 1000)))
             args.extend((k, name, ",".join(f"{c}={n}" for c, n in values.items())))
-        return keys, head + args
+        head.append(len(expiring) // 2)
+        return keys, head + expiring + args
 
     def records(
         self, since: float | None = None, until: float | None = None

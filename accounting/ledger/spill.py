@@ -1,6 +1,7 @@
 """The spill: records a ledger store could not take (or not yet), kept until it can.
 
-Two forms, one small interface (``add``, ``take``, ``done``, ``close``):
+Two forms, one small interface (``add``, ``take``, ``done``, ``close``, and ``snapshot`` for
+reports):
 
 - :class:`FileSpill` (a directory given): this process's own file
   ``spill-<pid>-<random>.jsonl`` in the directory. It starts with a fixed-width header line,
@@ -81,6 +82,14 @@ class Spill(Protocol):
         """Remove what the last :meth:`take` returned (the store has it now); how many went."""
         ...
 
+    def snapshot(self) -> list[CallRecord]:
+        """Every record held now, oldest first, without removing any (for reports).
+
+        Raises:
+            OSError: the spill file cannot be read.
+        """
+        ...
+
     def close(self) -> None:
         """Release the spill; records still held stay in its file, if it has one."""
         ...
@@ -127,6 +136,11 @@ class MemorySpill:
             for _ in range(taken):
                 self._records.popleft()
             return taken
+
+    def snapshot(self) -> list[CallRecord]:
+        """Every record held now, oldest first, left in place."""
+        with self._lock:
+            return list(self._records)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -312,6 +326,25 @@ class FileSpill:
                 self._head = offset
             self._count -= lines
             return lines
+
+    def snapshot(self) -> list[CallRecord]:
+        """Every record held now, read back from the file, oldest first, left in place.
+
+        Corrupt lines are logged and skipped (they are counted in :attr:`corrupt` when
+        :meth:`take` meets them, not here: a report must not count them again).
+
+        Raises:
+            OSError: the file cannot be read.
+        """
+        with self._lock:
+            if self._fd is None or self._count == 0 or self._end <= self._head:
+                return []
+            # The lock keeps add/take/done out while the held range is read: one consistent
+            # copy. A spill holds at most ``limit`` lines (100,000 by default), read at once.
+            data = os.pread(self._fd, self._end - self._head, self._head)
+        return [
+            r for line in data.splitlines(keepends=True) if (r := _decode_line(line, self.path))
+        ]
 
     def close(self) -> None:
         """Close the file (freeing its lock for adoption); remove it when empty."""
