@@ -756,3 +756,37 @@ def test_an_async_stream_closed_early_is_billed_as_far_as_it_went(
     assert record.status.value == "ok"  # the caller stopped: not a provider error
     assert record.usage.estimated and record.usage.input > 0
     assert srv.count(CHAT) == 1
+
+
+def test_a_refused_leader_does_not_refuse_its_waiters(
+    srv: LocalServer, cache: Cache, ledger: Ledger, tmp_path: Path
+) -> None:
+    # ann is over her budget, bob has none: bob's identical call, waiting on ann's in flight,
+    # must not get ann's refusal.
+    budgets = Budgets(
+        store=SQLiteBudgetStore(tmp_path / "budgets.sqlite3"),
+        limits=[BudgetLimit(scope="user", name="ann", period="day", usd=Decimal("0.000001"))],
+    )
+    acct = Accountant(ledger=ledger, budgets=budgets)
+
+    async def main() -> None:
+        client = wrap(
+            AsyncOpenAI(base_url=srv.base_url, api_key="k", max_retries=0),
+            cache,
+            accountant=acct,
+            provider="openai",
+        )
+
+        async def ask(user: str) -> Any:
+            with attribute(user=user):
+                return await client.chat.completions.create(
+                    model="gpt-4o-mini", messages=MESSAGES, max_tokens=1000
+                )
+
+        ann, bob = await asyncio.gather(ask("ann"), ask("bob"), return_exceptions=True)
+        assert isinstance(ann, BudgetExceeded)
+        assert isinstance(bob, ChatCompletion)
+        await client.close()
+
+    asyncio.run(main())
+    assert srv.count(CHAT) == 1

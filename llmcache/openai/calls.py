@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from accounting import Accountant, CacheOutcome
+from accounting import Accountant, BudgetExceeded, CacheOutcome
 from llmcache._exceptions import LLMCacheError
 from llmcache.cache import Cache
 from llmcache.claim import Claim
@@ -32,6 +32,7 @@ from llmcache.openai.streaming import (
     StreamSink,
     TeeStream,
 )
+from llmcache.singleflight import FlightAbandoned
 
 __all__ = ["INFO_ATTR", "AsyncCall", "Plan", "SyncCall", "Wiring", "plan", "tag"]
 
@@ -222,7 +223,10 @@ class SyncCall(_Call):
                 return self._raw_response()
             return self._stream(None) if p.stream else self._upstream(CacheOutcome.BYPASS)
         if not p.stream:
-            fetched = self.wiring.cache.fetch(p.key, self._upstream, **self._fetch_options())
+            try:
+                fetched = self.wiring.cache.fetch(p.key, self._upstream, **self._fetch_options())
+            except _Refused as refused:
+                raise refused.refusal from None
             if fetched.info.hit or fetched.info.coalesced:
                 self.books.hit(p.params, fetched.value, fetched.info, self.started)
             return tag(fetched.value, fetched.info)
@@ -247,7 +251,10 @@ class SyncCall(_Call):
     def _upstream(self, outcome: CacheOutcome = CacheOutcome.MISS) -> Any:
         if self.books.accountant is None:  # nothing to account: no meter to open and close
             return self.raw(**self.plan.params)
-        meter = self.books.begin(self.plan.params)
+        try:
+            meter = self.books.begin(self.plan.params)
+        except BudgetExceeded as exc:
+            raise _Refused(exc) from None
         try:
             result = self.raw(**self.plan.params)
         except Exception as exc:
@@ -308,7 +315,12 @@ class AsyncCall(_Call):
                 return await self._stream(None)
             return await self._upstream(CacheOutcome.BYPASS)
         if not p.stream:
-            fetched = await self.wiring.cache.afetch(p.key, self._upstream, **self._fetch_options())
+            try:
+                fetched = await self.wiring.cache.afetch(
+                    p.key, self._upstream, **self._fetch_options()
+                )
+            except _Refused as refused:
+                raise refused.refusal from None
             if fetched.info.hit or fetched.info.coalesced:
                 await self.books.ahit(p.params, fetched.value, fetched.info, self.started)
             return tag(fetched.value, fetched.info)
@@ -331,7 +343,10 @@ class AsyncCall(_Call):
     async def _upstream(self, outcome: CacheOutcome = CacheOutcome.MISS) -> Any:
         if self.books.accountant is None:  # nothing to account: no meter to open and close
             return await self.raw(**self.plan.params)
-        meter = await self.books.abegin(self.plan.params)
+        try:
+            meter = await self.books.abegin(self.plan.params)
+        except BudgetExceeded as exc:
+            raise _Refused(exc) from None
         try:
             result = await self.raw(**self.plan.params)
         except Exception as exc:
@@ -392,7 +407,19 @@ class AsyncCall(_Call):
 
 def _give_up(claim: Claim | None, exc: BaseException | None) -> None:
     if claim is not None:
-        claim.abandon(exc if isinstance(exc, Exception) else None)
+        # A budget refusal is this caller's: the others waiting for the key try for themselves.
+        error = exc if isinstance(exc, Exception) and not isinstance(exc, BudgetExceeded) else None
+        claim.abandon(error)
+
+
+class _Refused(FlightAbandoned):
+    """A budget refused the caller computing a key: the callers waiting for the same key are
+    other users, with their own budgets, so they go on for themselves (the flight's error is
+    an abandonment, not the refusal), and the refused caller gets its ``BudgetExceeded``."""
+
+    def __init__(self, refusal: BudgetExceeded) -> None:
+        super().__init__(str(refusal))
+        self.refusal = refusal
 
 
 def _outcome(claim: Claim | None) -> CacheOutcome:
