@@ -370,6 +370,15 @@ class Accountant:
             attribution=attribution or current_attribution(),
         )
 
+    def record(self, record: CallRecord) -> CallRecord:
+        """Write the record of a call made without a :class:`Meter` (already spent, so no
+        budget is asked): to the ledger, the records being collected, and the exporter."""
+        return self._write(record)
+
+    async def arecord(self, record: CallRecord) -> CallRecord:
+        """:meth:`record` for asyncio code."""
+        return await self._awrite(record)
+
     def hit(
         self,
         *,

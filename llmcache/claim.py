@@ -63,9 +63,13 @@ class Claim:
 
     def _store(self, body: bytes, store: bool) -> Flow[bool]:
         stored = False
-        if store and not self._no_store:
-            stored = yield from self._cache._store(self.key, body, self._ttl)
-        self._finish(body, None)
+        try:
+            if store and not self._no_store:
+                stored = yield from self._cache._store(self.key, body, self._ttl)
+        finally:
+            # Also when the caller is cancelled while a tier writes: the waiters get the
+            # result all the same, and the key is never left to a flight nobody finishes.
+            self._finish(body, None)
         return stored
 
     def publish(self, body: bytes, *, store: bool = True) -> bool:

@@ -75,17 +75,19 @@ def _from_response(value: Any, get_accountant: Callable[[], Accountant | None]) 
     usage, model = getattr(value, "usage", None), getattr(value, "model", None)
     if usage is None or not isinstance(model, str):
         return None
-    accountant = get_accountant()
-    if accountant is None:
-        return None
     from accounting import CacheOutcome, CallRecord, TokenUsage  # noqa: PLC0415
 
     try:
         tokens = TokenUsage.from_provider(usage)
-    except ValueError:
+    except ValueError:  # a value of the user's that only looks like a response
+        return None
+    accountant = get_accountant()
+    if accountant is None:
         return None
     cost = accountant.prices.cost(tokens, model)
-    accountant.ledger.append(
+    # Through the accountant, not the ledger alone: an enclosing @cached function collects it
+    # (and prices nothing twice), and the exporter sees it.
+    accountant.record(
         CallRecord(
             provider="unknown",
             operation="cached_function",

@@ -148,3 +148,39 @@ def test_captured_wrapped_client_is_keyed_by_its_provider(server: LocalServer) -
     assert canonical_json(a) == canonical_json(b)
     assert canonical_json(a) != canonical_json(c)
     assert b"key-a" not in canonical_json(a)
+
+
+def test_nested_cached_functions_count_one_call_once(server: LocalServer, ledger: Ledger) -> None:
+    raw = OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+    acct = Accountant(ledger=ledger)
+
+    @cached(cache=Cache([MemoryTier()]), accountant=acct, key=lambda q: q)
+    def inner(q: str) -> ChatCompletion:
+        return raw.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": q}]
+        )
+
+    @cached(cache=Cache([MemoryTier()]), accountant=acct, key=lambda q: q)
+    def same(q: str) -> ChatCompletion:
+        return inner(q)
+
+    @cached(cache=Cache([MemoryTier()]), accountant=acct, key=lambda q: q)
+    def text(q: str) -> str:
+        return inner(q).choices[0].message.content or ""
+
+    same("a")  # one provider call: one record, not one per level
+    ledger.flush()
+    (paid,) = list(ledger.records())
+    assert paid.cost is not None
+    text("b")  # inner misses inside text's miss: text's entry is worth that call
+    text("b")  # a hit of text saves it
+    text("a")  # inner hits inside text's miss: recomputing text costs nothing more
+    text("a")
+    ledger.flush()
+    records = list(ledger.records())[1:]
+    hit = CacheOutcome.HIT
+    assert [r.cache for r in records] == [CacheOutcome.MISS, hit, hit, hit]
+    b_paid, b_hit, a_inner_hit, a_text_hit = records
+    assert b_paid.cost is not None and b_hit.saved == b_paid.cost.total
+    assert a_inner_hit.saved == paid.cost.total  # inner's own hit
+    assert a_text_hit.saved == 0

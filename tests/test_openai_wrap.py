@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -790,3 +791,40 @@ def test_a_refused_leader_does_not_refuse_its_waiters(
 
     asyncio.run(main())
     assert srv.count(CHAT) == 1
+
+
+def test_a_consumer_cancelled_at_the_end_of_its_stream_leaves_no_flight(
+    srv: LocalServer, tmp_path: Path, ledger: Ledger
+) -> None:
+    # The tee's end awaits a disk write (and the ledger): cancelling the consumer there must
+    # still end the claim, or every later miss of the key would wait for a dead flight.
+    cache = Cache([MemoryTier(), DiskTier(tmp_path / "disk")])
+
+    async def main() -> None:
+        client = wrap(
+            AsyncOpenAI(base_url=srv.base_url, api_key="k", max_retries=0),
+            cache,
+            ledger=ledger,
+            provider="openai",
+        )
+        stream = await client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        )
+
+        async def consume() -> None:
+            async for _ in stream:
+                pass
+
+        task = asyncio.create_task(consume())
+        while not stream._sink._ended:  # type: ignore[attr-defined]
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert len(cache._flights) == 0
+        await client.close()
+
+    asyncio.run(main())
+    ledger.flush()
+    (record,) = list(ledger.records())  # the paid call is recorded all the same
+    assert record.cost is not None and record.cost.total > 0

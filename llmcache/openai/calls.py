@@ -8,6 +8,7 @@ through :meth:`Cache.claim` and a tee (a hit is replayed).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import threading
@@ -286,8 +287,13 @@ class SyncCall(_Call):
             if result is None:  # ended without a finish reason: broken, never stored
                 abandon(StreamBroken("the stream ended before its finish"), chunks)
                 return False
-            self.books.ok(meter, result, _outcome(claim))
-            return claim is not None and claim.publish(body, store=store)
+            try:
+                # Published first: the waiters must never depend on the ledger write.
+                stored = claim is not None and claim.publish(body, store=store)
+            finally:
+                _give_up(claim, None)  # a no-op once published
+                self.books.ok(meter, result, _outcome(claim))
+            return stored
 
         def abandon(exc: BaseException | None, chunks: list[Any]) -> None:
             _give_up(claim, None)
@@ -378,8 +384,18 @@ class AsyncCall(_Call):
             if result is None:
                 await aabandon(StreamBroken("the stream ended before its finish"), chunks)
                 return False
-            await self.books.aok(meter, result, _outcome(claim))
-            return claim is not None and await claim.apublish(body, store=store)
+            try:
+                # Published first: the waiters never depend on the ledger write.
+                stored = claim is not None and await claim.apublish(body, store=store)
+            except BaseException:
+                # Cancelled while a tier wrote (the claim has ended itself): the cost must
+                # still reach the ledger, and nothing can be awaited any more.
+                _give_up(claim, None)
+                self.books.ok(meter, result, _outcome(claim))
+                raise
+            # Shielded: a cancellation of this task does not stop the record of a paid call.
+            await asyncio.shield(self.books.aok(meter, result, _outcome(claim)))
+            return stored
 
         async def aabandon(exc: BaseException | None, chunks: list[Any]) -> None:
             _give_up(claim, None)
