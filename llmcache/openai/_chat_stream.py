@@ -14,7 +14,7 @@ from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from pydantic import BaseModel
 
-from llmcache.openai._pieces import build, first, interleave, split_text, token_groups
+from llmcache.openai._pieces import build, first, gather, interleave, split_text, token_groups
 
 _EMPTY_DELTA = ChoiceDelta()
 
@@ -184,14 +184,8 @@ def assemble_chat(chunks: Sequence[ChatCompletionChunk]) -> ChatCompletion | Non
         The ``ChatCompletion`` a non-stream request would have returned, or ``None`` when the
         stream is not complete (no choice, or a choice without its ``finish_reason``).
     """
-    choices: dict[int, _Choice] = {}
-    for chunk in chunks:
-        for choice in chunk.choices:
-            acc = choices.get(choice.index)
-            if acc is None:
-                acc = choices[choice.index] = _Choice()
-            acc.add(choice)
-    if not choices or any(c.finish is None for c in choices.values()):
+    choices = gather(chunks, _Choice)
+    if choices is None:
         return None
     moderation = first(c.moderation for c in chunks)
     data: dict[str, Any] = {

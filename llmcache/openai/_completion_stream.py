@@ -10,7 +10,7 @@ from typing import Any
 
 from openai.types import Completion, CompletionChoice
 
-from llmcache.openai._pieces import build, first, interleave, split_text, token_groups
+from llmcache.openai._pieces import build, first, gather, interleave, split_text, token_groups
 
 __all__ = ["assemble_completion", "replay_completion"]
 
@@ -63,14 +63,8 @@ def assemble_completion(chunks: Sequence[Completion]) -> Completion | None:
         The ``Completion`` a non-stream request would have returned, or ``None`` when the
         stream is not complete (no choice, or a choice without its ``finish_reason``).
     """
-    choices: dict[int, _Choice] = {}
-    for chunk in chunks:
-        for choice in chunk.choices:
-            acc = choices.get(choice.index)
-            if acc is None:
-                acc = choices[choice.index] = _Choice()
-            acc.add(choice)
-    if not choices or any(c.finish is None for c in choices.values()):
+    choices = gather(chunks, _Choice)
+    if choices is None:
         return None
     return build(
         Completion,

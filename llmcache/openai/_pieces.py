@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["PIECE", "build", "first", "interleave", "split_text", "token_groups"]
+__all__ = [
+    "PIECE",
+    "Accumulator",
+    "build",
+    "first",
+    "gather",
+    "interleave",
+    "split_text",
+    "token_groups",
+]
 
 PIECE = 64
 """Most characters (code points) one replayed text delta carries."""
@@ -75,6 +84,33 @@ def interleave(runs: Sequence[Sequence[T]]) -> list[T]:
     for i in range(max((len(run) for run in runs), default=0)):
         merged.extend(run[i] for run in runs if i < len(run))
     return merged
+
+
+class Accumulator(Protocol):
+    """What collects one choice's deltas: ``finish`` is its finish reason once seen."""
+
+    finish: str | None
+
+    def add(self, choice: Any) -> None:
+        """Take one chunk's delta of this choice."""
+
+
+A = TypeVar("A", bound=Accumulator)
+
+
+def gather(chunks: Iterable[Any], make: Callable[[], A]) -> dict[int, A] | None:
+    """Each choice's accumulator over a stream's chunks, by index; ``None`` when the stream is
+    incomplete (no choice, or a choice without its finish reason)."""
+    choices: dict[int, A] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            acc = choices.get(choice.index)
+            if acc is None:
+                acc = choices[choice.index] = make()
+            acc.add(choice)
+    if not choices or any(c.finish is None for c in choices.values()):
+        return None
+    return choices
 
 
 def first(values: Iterable[T | None]) -> T | None:
