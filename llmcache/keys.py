@@ -7,6 +7,11 @@ spirit: object members sorted, no insignificant white space, UTF-8 output, and n
 by value (``1``, ``1.0`` and ``-0.0 == 0`` encode alike). Strings are *not* Unicode-normalized:
 NFC and NFD spellings tokenize differently and may get different answers from a model.
 
+The text is written by orjson (about 20x faster than the standard library's encoder, and this
+runs on every cached call). The few values orjson has no form for (integers beyond 64 bits, lone
+surrogates) are written by the standard library's encoder instead; such a text always holds a
+token orjson never writes, so the two kinds of text cannot collide.
+
 Values JSON has no type for get a defined encoding as a one-member object whose name starts
 with a NUL character (``{"\\u0000bytes": "<base64>"}``); a user key that itself starts with NUL
 is escaped by doubling it, so the two can never collide. An object whose class has a
@@ -30,34 +35,22 @@ from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
 
+import orjson
 from pydantic import BaseModel
 
 __all__ = ["KEY_SCHEMA", "CacheKey", "canonical_json", "make_key", "validate_name"]
 
 #: Bumped whenever the canonical form or the key layout changes, so old entries never match.
-KEY_SCHEMA = 1
+KEY_SCHEMA = 2
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_.@\-]{1,128}")
 _TAG = "\x00"
-_encoder = json.JSONEncoder(
+_orjson_dumps = orjson.dumps
+_SORTED = orjson.OPT_SORT_KEYS
+# For the values orjson has no form for, and for ordering set members and non-string dict keys.
+_dumps = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-)
-try:
-    # The C encoder built once, without the circular-reference table json.dumps sets up on
-    # every call (a cycle still ends, in RecursionError): this runs on every cached call.
-    from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
-
-    _c_encode = c_make_encoder(
-        None, _encoder.default, encode_basestring, None, ":", ",", True, False, False
-    )
-except (ImportError, TypeError):  # pragma: no cover - Pythons without the C accelerator
-    _c_encode = None
-
-
-def _dumps(value: Any) -> str:
-    if _c_encode is None or type(value) is str:  # pragma: no cover - str: json's own fast path
-        return _encoder.encode(value)
-    return "".join(_c_encode(value, 0))
+).encode
 
 
 class _Unencodable(Exception):
@@ -113,13 +106,13 @@ def canonical_json(payload: object) -> bytes:
     """
     try:
         # Most payloads are plain JSON already: checking is cheaper than copying.
-        value = payload if _is_plain(payload) else _canon(payload)
-        # _dumps inlined: this runs on every cached call.
-        text = (
-            "".join(_c_encode(value, 0))
-            if _c_encode is not None and type(value) is not str
-            else _encoder.encode(value)
-        )
+        value = _plain_value(payload)
+        if value is None:
+            value = _canon(payload)
+        try:
+            return _orjson_dumps(value, option=_SORTED)
+        except TypeError:  # an int beyond 64 bits, a lone surrogate, or nesting over 255 deep
+            text = _dumps(value)
     except _Unencodable:
         path, bad, why = _find_bad(payload, "$")
         why = why or "this value has no defined encoding"
@@ -137,6 +130,34 @@ def make_key(payload: object, *, namespace: str = "default", tenant: str | None 
     """Build the :class:`CacheKey` of ``payload`` (see :func:`canonical_json`)."""
     digest = hashlib.blake2b(canonical_json(payload), digest_size=16).hexdigest()
     return CacheKey(namespace=namespace, digest=digest, tenant=tenant)
+
+
+def _plain_value(o: Any) -> Any:
+    """``o`` when orjson alone gives its canonical form, or ``None`` for the full walk.
+
+    A request dict often has integral floats at its top level (``temperature: 1.0``,
+    ``top_p: 1.0``): those are turned into ints in a shallow copy here, sparing the full walk
+    a copy of the messages would cost. Runs on every cached call.
+    """
+    if type(o) is not dict:
+        return o if _is_plain(o) else None
+    out = None
+    for k, v in o.items():
+        if type(k) is not str or k[:1] == _TAG:
+            return None
+        tv = type(v)
+        if tv is str or tv is int or tv is bool or v is None:
+            continue
+        if tv is float:
+            if v.is_integer():  # never true of NaN or infinity
+                if out is None:
+                    out = dict(o)
+                out[k] = int(v)
+            elif not math.isfinite(v):
+                return None
+        elif not _is_plain(v):
+            return None
+    return o if out is None else out
 
 
 def _is_plain(o: Any) -> bool:

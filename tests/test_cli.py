@@ -233,7 +233,7 @@ def test_clear_empties_redis_too(app_dir: Path, tmp_path: Path, redis_url: str) 
 
         # Entries are gone; the generation counters stay (they only move forward).
         assert all(b":~gen:" in key for key in client.keys("llmcache:*"))
-        assert client.get("llmcache:v1:~gen:~epoch") == b"1"
+        assert client.get("llmcache:v2:~gen:~epoch") == b"1"
         assert client.get("someone-else") == b"kept"  # never FLUSHDB
     finally:
         client.close()

@@ -200,7 +200,7 @@ def test_key_carries_schema_namespace_generation_and_tenant() -> None:
     key = make_key({"q": 1}, namespace="ns1", tenant="acme")
     assert isinstance(key, CacheKey)
     tier_key = key.tier_key(3)
-    assert tier_key.startswith("llmcache:v1:ns1:3:acme:")
+    assert tier_key.startswith("llmcache:v2:ns1:3:acme:")
     assert tier_key.endswith(key.digest)
     assert key.tier_key(4) != tier_key
     assert make_key({"q": 1}, namespace="ns1", tenant="other").tier_key(3) != tier_key
@@ -237,7 +237,36 @@ def test_namedtuples_and_list_subclasses_encode_as_sequences() -> None:
     assert make_key({"v": MyList([1, 2])}) == make_key({"v": [1, 2]})
 
 
-def test_the_prebuilt_encoder_writes_what_json_dumps_would() -> None:
+def test_the_fallback_encoder_writes_what_json_dumps_would() -> None:
     value = {"b": [1, 2.5, "é", "\u2028", None, True], "a": {"z": "\x00", "y": -0.25}}
     expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert _dumps(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        # orjson has no form for these: the standard library's encoder writes them.
+        ({"n": 2**64}, {"n": 2**64 + 1}),
+        ({"n": -(2**63) - 1}, {"n": -(2**63) - 2}),
+        ({"s": "\ud800"}, {"s": "\ud801"}),
+        ({"s": "\ud800", "n": 1e-7}, {"s": "\ud800", "n": 2e-7}),
+    ],
+)
+def test_values_orjson_cannot_write_still_get_distinct_stable_keys(a: Any, b: Any) -> None:
+    assert make_key(a) == make_key(dict(reversed(list(a.items()))))
+    assert make_key(a) != make_key(b)
+
+
+def test_a_big_int_key_is_valid_json_and_equal_to_its_equal_float() -> None:
+    assert json.loads(canonical_json({"n": 2**64})) == {"n": 2**64}
+    assert make_key({"n": 2**64}) == make_key({"n": float(2**64)})
+    assert make_key({"n": 2**64}) != make_key({"n": float(2**64 + 2**12)})
+
+
+def test_nesting_deeper_than_orjson_allows_still_keys() -> None:
+    deep: Any = "x"
+    for _ in range(300):
+        deep = [deep]
+    assert json.loads(canonical_json(deep)) == deep
+    assert make_key(deep) != make_key([deep])
