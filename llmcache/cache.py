@@ -36,7 +36,7 @@ from llmcache.keys import KEY_SCHEMA, CacheKey, make_key, validate_name
 from llmcache.paths import disk_cache_dir
 from llmcache.singleflight import Flight, FlightAbandoned, Flights
 from llmcache.stats import CacheStats, TierStats, _Counters
-from llmcache.tiers.base import CounterTier, EntryTier, LockTier, SizedTier, Tier
+from llmcache.tiers.base import CounterTier, EntryTier, InlineAsync, LockTier, SizedTier, Tier
 from llmcache.tiers.disk import DiskTier
 from llmcache.tiers.memory import MemoryTier
 
@@ -171,6 +171,13 @@ class Cache:
         self._inline = [isinstance(t, EntryTier) for t in tiers]
         self._all_inline = all(self._inline)
         self._fast_tier = self.tiers[0] if self._inline[0] else None
+        # A first tier whose async reads run inline (disk) is also read without a flow.
+        first = self.tiers[0]
+        self._direct_tier = (
+            first
+            if not self._inline[0] and getattr(type(first), "aget", None) is InlineAsync.aget
+            else None
+        )
         self._gens: dict[str, _Generation] = {}
         self._names: set[str] = {self.namespace}
         self._flights = Flights()
@@ -342,24 +349,47 @@ class Cache:
         return True
 
     def _fast_entry(self, ck: CacheKey) -> tuple[str, Entry | None] | None:
-        """Look ``ck`` up in an in-process first tier without building a flow.
+        """Look ``ck`` up in a local first tier (memory, disk) without building a flow.
 
-        This is the hottest path. Returns ``(tier key, live entry)``, ``(tier key, None)`` when
-        that tier has no live entry (the flow then reads the other tiers only), or ``None`` when
-        it could not look (a generation to refresh, no in-process first tier, a failure): the
-        full flow then handles and counts everything. Callers count a hit with
-        :meth:`_fast_counted` once they have decoded it.
+        This is the hottest path. Returns ``(tier key, live entry)``; ``(tier key, None)`` when
+        that tier has no live entry or failed (counted here as a miss or a fault: the flow then
+        reads the other tiers only); or ``None`` when it could not look (a generation to
+        refresh, no local first tier, a corrupt entry): the full flow then handles and counts
+        everything. Callers count a hit with :meth:`_fast_counted` once they have decoded it.
         """
-        tier = self._fast_tier
         known = self._gens.get(ck.namespace)
-        if tier is None or known is None or known[1] <= time.monotonic():
+        if known is None or known[1] <= time.monotonic():
             return None
-        tkey = ck.tier_key(known[0])
-        try:
-            entry: Entry | None = tier.get_entry(tkey)  # type: ignore[attr-defined]
-        except Exception:
-            return None
+        tier = self._fast_tier
+        if tier is not None:
+            tkey = ck.tier_key(known[0])
+            try:
+                entry: Entry | None = tier.get_entry(tkey)  # type: ignore[attr-defined]
+            except Exception:
+                return None
+        else:
+            tier = self._direct_tier
+            if tier is None:
+                return None
+            tkey = ck.tier_key(known[0])
+            try:
+                raw = tier.get(tkey)
+            except CorruptEntry:
+                return None
+            except Exception as exc:
+                self._fault(0, exc)
+                return tkey, None
+            if raw is None:
+                entry = None
+            elif type(raw) is not bytes:
+                return None
+            else:
+                try:
+                    entry = decode(tkey, raw)
+                except CorruptEntry:
+                    return None
         if entry is None or (entry.ttl is not None and entry.created + entry.ttl <= time.time()):
+            self._counters[0].misses += 1
             return tkey, None
         return tkey, entry
 
@@ -452,9 +482,8 @@ class Cache:
         if first_missed is None:
             tkey = yield from self._tier_key(ck)
             start = 0
-        else:  # the first tier was read (and missed) on the fast path
+        else:  # the first tier was read (and missed, counted) on the fast path
             tkey, start = first_missed, 1
-            self._counters[0].misses += 1
         if not no_cache:
             self._lookups += 1
             # After a fast-path miss of the only tier there is nothing left to read.
@@ -629,8 +658,10 @@ class Cache:
         """The body of a fast hit, or the flow that reads the tiers."""
         ck = self.key(key, namespace=namespace, tenant=tenant)
         found = self._fast_entry(ck)
-        if found is None or found[1] is None:
+        if found is None:
             return self._get(ck)
+        if found[1] is None:
+            return self._get(ck, first_missed=found[0])
         self._fast_counted(found[1])
         return found[1].body
 
@@ -810,11 +841,21 @@ class Cache:
     ) -> Fetched[Any] | Claim | Flow[Fetched[Any] | Claim]:
         _check_ttl(ttl)
         ck = self.key(key, namespace=namespace, tenant=tenant)
+        first_missed = None
         if not no_cache:
             hit = self._fast_hit(ck, decode)
             if isinstance(hit, Fetched):
                 return hit
-        return claim_flow(self, ck, decode=decode, ttl=ttl, no_cache=no_cache, no_store=no_store)
+            first_missed = hit
+        return claim_flow(
+            self,
+            ck,
+            decode=decode,
+            ttl=ttl,
+            no_cache=no_cache,
+            no_store=no_store,
+            first_missed=first_missed,
+        )
 
     # -- public API: async --------------------------------------------------------------------
 
@@ -921,10 +962,14 @@ class Cache:
 
     # -- flows behind the simple operations ---------------------------------------------------
 
-    def _get(self, ck: CacheKey) -> Flow[bytes | None]:
-        tkey = yield from self._tier_key(ck)
+    def _get(self, ck: CacheKey, first_missed: str | None = None) -> Flow[bytes | None]:
+        if first_missed is None:
+            tkey = yield from self._tier_key(ck)
+            start = 0
+        else:  # the first tier was read (and missed, counted) on the fast path
+            tkey, start = first_missed, 1
         self._lookups += 1
-        found = yield from self._lookup(tkey)
+        found = (yield from self._lookup(tkey, start)) if start < len(self.tiers) else None
         if found is None:
             return None
         self._hits += 1

@@ -103,12 +103,20 @@ def claim_flow(
     ttl: float | None,
     no_cache: bool,
     no_store: bool,
+    first_missed: str | None = None,
 ) -> Flow[Fetched[Any] | Claim]:
-    """The flow behind :meth:`Cache.claim` (after its fast in-memory hit failed)."""
-    tkey = yield from cache._tier_key(ck)
+    """The flow behind :meth:`Cache.claim` (after its fast first-tier hit failed).
+
+    ``first_missed`` is the tier key when the fast path read the first tier and missed.
+    """
+    if first_missed is None:
+        tkey = yield from cache._tier_key(ck)
+        start = 0
+    else:
+        tkey, start = first_missed, 1
     if not no_cache:
         cache._lookups += 1
-        found = yield from cache._lookup(tkey)
+        found = (yield from cache._lookup(tkey, start)) if start < len(cache.tiers) else None
         hit = None if found is None else cache._hit(tkey, found, decode)
         if hit is not None:
             return hit

@@ -534,3 +534,56 @@ def test_stats_counters_stay_exact_under_threads() -> None:
     stats = cache.stats()
     assert stats.hits == stats.tiers[0].hits == 1 + 16 * 5_000
     assert stats.lookups == 1 + 16 * 5_000
+
+
+class FailingReadsDisk(DiskTier):
+    """A real disk tier whose reads fail (an I/O error on a dying disk)."""
+
+    def get(self, key: str) -> bytes | None:
+        raise OSError(5, "Input/output error")
+
+
+def test_a_disk_first_tier_is_read_once_per_lookup_and_counted_once(
+    tmp_path: Path, redis_url: str
+) -> None:
+    cache = Cache([DiskTier(tmp_path / "d"), RedisTier(redis_url)])
+    calls, fn = counting("v")
+    assert cache.fetch({"q": 1}, fn).info.hit is False
+    got = cache.fetch({"q": 1}, fn)
+    assert (got.value, got.info.tier, calls[0]) == ("v", "disk", 1)
+    assert cache.get({"q": 2}) is None
+    assert cache.fetch({"q": 3}, fn).info.hit is False
+    disk, red = cache.stats().tiers
+    # One miss per missing lookup in each tier (the leader's re-check after its lease is not one).
+    assert (disk.hits, disk.misses, red.hits, red.misses) == (1, 3, 0, 3)
+    assert (cache.stats().lookups, calls[0]) == (4, 2)
+
+
+def test_a_corrupt_entry_in_a_disk_first_tier_is_one_counted_miss(tmp_path: Path) -> None:
+    disk = DiskTier(tmp_path / "d")
+    cache = Cache([disk])
+    cache.set({"q": 1}, "v")
+    (tkey,) = [k for k in disk._cache.iterkeys() if ":~gen:" not in k]
+    disk._cache.set(tkey, b"\x00garbage")
+    assert cache.get({"q": 1}) is None
+    assert cache.get({"q": 1}) is None
+    (stats,) = cache.stats().tiers
+    assert (stats.corrupt, stats.misses, stats.hits) == (1, 1, 0)
+
+
+def test_a_disk_first_tier_failing_reads_is_a_counted_fault_and_the_next_tier_serves(
+    tmp_path: Path, redis_url: str
+) -> None:
+    Cache([DiskTier(tmp_path / "d"), RedisTier(redis_url)]).set({"q": 1}, "v")
+    cache = Cache([FailingReadsDisk(tmp_path / "d"), RedisTier(redis_url)])
+    got = cache.fetch({"q": 1}, lambda: "recomputed")
+    assert (got.value, got.info.tier) == ("v", "redis")
+    disk, red = cache.stats().tiers
+    assert (disk.errors, disk.misses, red.hits) == (1, 0, 1)
+    assert "Input/output error" in (disk.last_error or "")
+
+    async def go() -> None:
+        assert await cache.aget({"q": 1}) == "v"
+
+    asyncio.run(go())
+    assert cache.stats().tiers[0].errors == 2
