@@ -171,8 +171,10 @@ class Cache:
         self._inline = [isinstance(t, EntryTier) for t in tiers]
         self._all_inline = all(self._inline)
         self._fast_tier = self.tiers[0] if self._inline[0] else None
-        # A first tier whose async reads run inline (disk) is also read without a flow.
+        # Any other first tier is read without a flow by the sync faces; by the async ones too
+        # when its async reads run inline anyway (disk).
         first = self.tiers[0]
+        self._sync_direct_tier = None if self._inline[0] else first
         self._direct_tier = (
             first
             if not self._inline[0] and getattr(type(first), "aget", None) is InlineAsync.aget
@@ -348,14 +350,18 @@ class Cache:
             return False
         return True
 
-    def _fast_entry(self, ck: CacheKey) -> tuple[str, Entry | None] | None:
-        """Look ``ck`` up in a local first tier (memory, disk) without building a flow.
+    def _fast_entry(self, ck: CacheKey, sync: bool) -> tuple[str, Entry | None] | None:
+        """Look ``ck`` up in the first tier without building a flow.
+
+        Async callers (``sync`` false) read only a first tier that never blocks their loop
+        (memory, disk).
 
         This is the hottest path. Returns ``(tier key, live entry)``; ``(tier key, None)`` when
         that tier has no live entry or failed (counted here as a miss or a fault: the flow then
         reads the other tiers only); or ``None`` when it could not look (a generation to
-        refresh, no local first tier, a corrupt entry): the full flow then handles and counts
-        everything. Callers count a hit with :meth:`_fast_counted` once they have decoded it.
+        refresh, a first tier an async caller must await, a corrupt entry): the full flow then
+        handles and counts everything. Callers count a hit with :meth:`_fast_counted` once
+        they have decoded it.
         """
         known = self._gens.get(ck.namespace)
         if known is None or known[1] <= time.monotonic():
@@ -368,7 +374,7 @@ class Cache:
             except Exception:
                 return None
         else:
-            tier = self._direct_tier
+            tier = self._sync_direct_tier if sync else self._direct_tier
             if tier is None:
                 return None
             tkey = ck.tier_key(known[0])
@@ -400,9 +406,11 @@ class Cache:
         self._lookups += 1
         self._hits += 1
 
-    def _fast_hit(self, ck: CacheKey, dec: Callable[[bytes], Any]) -> Fetched[Any] | str | None:
+    def _fast_hit(
+        self, ck: CacheKey, dec: Callable[[bytes], Any], sync: bool
+    ) -> Fetched[Any] | str | None:
         """A hit in the first tier; else the tier key when that tier missed, else ``None``."""
-        found = self._fast_entry(ck)
+        found = self._fast_entry(ck, sync)
         if found is None:
             return None
         tkey, entry = found
@@ -629,6 +637,7 @@ class Cache:
         condition: Callable[[Any], bool] | None,
         encode: Callable[[Any], bytes],
         decode: Callable[[bytes], Any],
+        sync: bool,
     ) -> Fetched[Any] | Flow[Fetched[Any]]:
         """The part of a fetch the sync and async faces share: a fast hit, or the flow to drive."""
         if ttl is not None:
@@ -636,7 +645,7 @@ class Cache:
         ck = self.key(key, namespace=namespace, tenant=tenant)
         first_missed = None
         if not no_cache:
-            hit = self._fast_hit(ck, decode)
+            hit = self._fast_hit(ck, decode, sync)
             if isinstance(hit, Fetched):
                 return hit
             first_missed = hit
@@ -653,11 +662,11 @@ class Cache:
         )
 
     def _begin_get(
-        self, key: object, namespace: str | None, tenant: str | None
+        self, key: object, namespace: str | None, tenant: str | None, sync: bool
     ) -> bytes | Flow[bytes | None]:
         """The body of a fast hit, or the flow that reads the tiers."""
         ck = self.key(key, namespace=namespace, tenant=tenant)
-        found = self._fast_entry(ck)
+        found = self._fast_entry(ck, sync)
         if found is None:
             return self._get(ck)
         if found[1] is None:
@@ -714,6 +723,7 @@ class Cache:
             condition=condition,
             encode=encode,
             decode=decode,
+            sync=True,
         )
         return started if isinstance(started, Fetched) else _flow.run(started)
 
@@ -738,7 +748,7 @@ class Cache:
         self, key: object, *, namespace: str | None = None, tenant: str | None = None
     ) -> bytes | None:
         """Return the stored JSON bytes under ``key`` (for callers with their own decoder)."""
-        started = self._begin_get(key, namespace, tenant)
+        started = self._begin_get(key, namespace, tenant, sync=True)
         return started if isinstance(started, bytes) else _flow.run(started)
 
     def set(
@@ -825,6 +835,7 @@ class Cache:
             ttl=ttl,
             no_cache=no_cache,
             no_store=no_store,
+            sync=True,
         )
         return started if isinstance(started, Fetched | Claim) else _flow.run(started)
 
@@ -838,12 +849,13 @@ class Cache:
         ttl: float | None,
         no_cache: bool,
         no_store: bool,
+        sync: bool,
     ) -> Fetched[Any] | Claim | Flow[Fetched[Any] | Claim]:
         _check_ttl(ttl)
         ck = self.key(key, namespace=namespace, tenant=tenant)
         first_missed = None
         if not no_cache:
-            hit = self._fast_hit(ck, decode)
+            hit = self._fast_hit(ck, decode, sync)
             if isinstance(hit, Fetched):
                 return hit
             first_missed = hit
@@ -885,6 +897,7 @@ class Cache:
             condition=condition,
             encode=encode,
             decode=decode,
+            sync=False,
         )
         return started if isinstance(started, Fetched) else await _flow.arun(started)
 
@@ -908,6 +921,7 @@ class Cache:
             ttl=ttl,
             no_cache=no_cache,
             no_store=no_store,
+            sync=False,
         )
         return started if isinstance(started, Fetched | Claim) else await _flow.arun(started)
 
@@ -925,7 +939,7 @@ class Cache:
         tenant: str | None = None,
     ) -> Any:
         """Async :meth:`get`."""
-        started = self._begin_get(key, namespace, tenant)
+        started = self._begin_get(key, namespace, tenant, sync=False)
         body = started if isinstance(started, bytes) else await _flow.arun(started)
         return default if body is None else json_value(body)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import free_port
 
 from llmcache import Cache, CacheKey, DiskTier, MemoryTier, RedisTier, UncacheableValue
 from llmcache.codec import Entry
@@ -587,3 +588,22 @@ def test_a_disk_first_tier_failing_reads_is_a_counted_fault_and_the_next_tier_se
 
     asyncio.run(go())
     assert cache.stats().tiers[0].errors == 2
+
+
+def test_a_dead_redis_first_tier_is_skipped_and_the_disk_serves(tmp_path: Path) -> None:
+    Cache([DiskTier(tmp_path / "d")]).set({"q": 1}, "v")
+    dead = RedisTier(f"redis://127.0.0.1:{free_port()}/0", failure_threshold=2)
+    cache = Cache([dead, DiskTier(tmp_path / "d")])
+    for _ in range(20):
+        assert cache.get({"q": 1}) == "v"
+        assert cache.fetch({"q": 1}, lambda: "recomputed").info.tier == "disk"
+
+    async def go() -> None:
+        assert await cache.aget({"q": 1}) == "v"
+
+    asyncio.run(go())
+    red, disk = cache.stats().tiers
+    assert (red.hits, red.misses, disk.hits) == (0, 0, 41)
+    # The breaker opened after two failed attempts: the other lookups skipped the tier.
+    assert red.errors <= 3
+    assert red.skipped >= 41 - red.errors
