@@ -1191,6 +1191,38 @@ def test_records_during_an_outage_include_the_spill_each_once(
     ledger.close()
 
 
+@pytest.mark.parametrize("spill_kind", ["file", "memory"])
+def test_totals_during_an_outage_include_the_spill_each_once(
+    tmp_path: Path, spill_kind: str
+) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    before = spend(time=T0 - 1)
+    store = SQLiteStore(path)
+    store.append(before)
+    store.close()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the file's write lock; reads work
+    spill = tmp_path / "spill" if spill_kind == "file" else None
+    ledger = Ledger(
+        SQLiteStore(path, busy_timeout=0.02), batch_size=2, spill_dir=spill, retry_interval=0.05
+    )
+    records = [spend(time=T0 + i) for i in range(6)] + [hit(time=T0 + 10 + i) for i in range(3)]
+    everything = [before, *records]
+    try:
+        for r in records:
+            ledger.append(r)
+        assert ledger.stats().failing
+        for by in DIMENSIONS:
+            assert ledger.totals(DAY, by=by) == totals_of(everything, DAY, by=by), by
+        assert ledger.stats().spill_size == 9  # read, not taken
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    wait_until(lambda: not ledger.stats().failing, "the spill to be replayed")
+    assert ledger.totals(DAY, by="all") == totals_of(everything, DAY, by="all")
+    ledger.close()
+
+
 def test_records_raise_when_the_store_cannot_be_read_even_with_a_spill(tmp_path: Path) -> None:
     in_the_way = tmp_path / "data"
     in_the_way.write_text("a file where the ledger's directory should be")

@@ -61,7 +61,7 @@ from types import TracebackType
 from typing import Final
 
 from accounting._exceptions import LedgerError
-from accounting.ledger.base import LedgerStore, LedgerTotals, TotalsStore
+from accounting.ledger.base import LedgerStore, LedgerTotals, TotalsStore, totals_of
 from accounting.ledger.spill import FileSpill, MemorySpill, Spill, orphan_files
 from accounting.record import CallRecord
 
@@ -634,17 +634,35 @@ class Ledger:
         yield from held.values()
 
     def totals(self, day: str | dt.date, *, by: str = "user") -> dict[str, LedgerTotals]:
-        """Flush, then the store's totals of UTC day ``day`` per name of dimension ``by``.
+        """Flush, then the totals of UTC day ``day`` per name of dimension ``by``.
+
+        The store's totals, plus the records this ledger holds in its spill during an outage
+        (as :meth:`records` yields them), so money spent is never missing from a total. The
+        spill and the store are read while no replay runs, so a record is counted once.
 
         Raises:
             ValueError: ``by`` is not a dimension, or ``day`` not a date.
-            LedgerError: the store keeps no totals, or cannot be read.
+            LedgerError: the store keeps no totals, or it or the spill cannot be read.
         """
         store = self._store
         if not isinstance(store, TotalsStore):
             raise LedgerError(f"{store!r} keeps no totals", store=self._store_name)
         self.flush()
-        return store.totals(day, by=by)
+        with self._io:  # a replay moves records from the spill to the store under this lock
+            try:
+                with self._lock:
+                    spills = self._spills()
+                held = {r.id: r for spill in spills for r in spill.snapshot()}
+            except OSError as exc:
+                raise LedgerError(
+                    f"ledger {self._store_name}: the spill cannot be read: "
+                    f"{type(exc).__name__}: {exc}",
+                    store=self._store_name,
+                ) from exc
+            totals = store.totals(day, by=by)
+        for name, extra in totals_of(held.values(), day, by=by).items():
+            totals[name] = totals[name] + extra if name in totals else extra
+        return totals
 
     def stats(self) -> LedgerStats:
         """Counters since the ledger was made."""
