@@ -23,12 +23,12 @@ from llmcache.stats import CacheStats, TierStats
 from llmcache.tiers.base import CounterTier, LockTier, Tier
 from llmcache.tiers.disk import DiskTier
 from llmcache.tiers.memory import MemoryTier
-from llmcache.tiers.redis import RedisTier
 
 if TYPE_CHECKING:
     from llmcache.claim import Claim
     from llmcache.openai.client import cache_info, wrap
     from llmcache.openai.policy import WrapPolicy
+    from llmcache.tiers.redis import RedisTier
 
 __all__ = [
     "AsyncCachedFunction",
@@ -58,9 +58,11 @@ __all__ = [
     "wrap",
 ]
 
-# Loaded on first use: the openai SDK takes a while to import, and @cached users never need it.
+# Loaded on first use: the openai SDK and redis-py take a while to import (about 0.1 s each),
+# and the embedded default (memory + disk) and @cached users never need them.
 _LAZY = {
     "Claim": "llmcache.claim",
+    "RedisTier": "llmcache.tiers.redis",
     "WrapPolicy": "llmcache.openai.policy",
     "cache_info": "llmcache.openai.client",
     "wrap": "llmcache.openai.client",
