@@ -51,6 +51,7 @@ from accounting.budgets.core import (
     period_key,
     utc,
 )
+from accounting.budgets.deferred import Deferred, PendingSettle
 from accounting.budgets.limits import MAX_LIMIT
 from accounting.money import PICO
 
@@ -627,7 +628,7 @@ def test_redis_killed_allows_counts_logs_once_and_never_hangs(
     with caplog.at_level(logging.WARNING, logger="accounting.budgets"):
         started = time.monotonic()
         unchecked = [budgets.reserve(ALICE, D("0.2")) for _ in range(5)]
-        budgets.settle(held, D("0.05"))  # never raises; this spend is lost to the counters
+        budgets.settle(held, D("0.05"))  # never raises; kept until the store answers
         budgets.release(unchecked[1])
         with pytest.raises(BudgetStoreError) as info:
             strict.reserve(ALICE, D("0.2"))
@@ -638,6 +639,7 @@ def test_redis_killed_allows_counts_logs_once_and_never_hangs(
     assert elapsed < 2.0, f"calls against a dead store took {elapsed:.2f}s"
     stats = budgets.stats()
     assert (stats.store_errors, stats.unchecked, stats.reserved) == (8, 5, 1)
+    assert (stats.deferred, stats.deferred_pending, stats.settled) == (1, 1, 0)
     failing = [r for r in caplog.records if "failed" in r.getMessage()]
     assert len(failing) == 2  # once per Budgets object for the whole episode
     caplog.clear()
@@ -649,7 +651,10 @@ def test_redis_killed_allows_counts_logs_once_and_never_hangs(
         budgets.reserve(ALICE, D("0.5"))
     assert [r.getMessage() for r in caplog.records if "answers again" in r.getMessage()]
     (status,) = budgets.status(ALICE)
-    assert (status.spent, status.reserved) == (D("0.15"), D("0.5"))
+    # The settle kept during the outage reached the store too: no spend forgotten.
+    assert (status.spent, status.reserved) == (D("0.20"), D("0.5"))
+    stats = budgets.stats()
+    assert (stats.deferred_written, stats.deferred_pending, stats.settled) == (1, 0, 2)
     budgets.close()
     strict.close()
 
@@ -819,3 +824,72 @@ def test_4_processes_x_50_threads_one_sqlite_budget(tmp_path: Path) -> None:
     lines = _spend_from_processes("sqlite", str(path), tmp_path)
     with Budgets(store=SQLiteBudgetStore(path), limits=[user_day("1.00")]) as budgets:
         _check_spending(lines, budgets)
+
+
+def test_a_settle_made_while_sqlite_is_locked_counts_before_the_next_check(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "budgets.db"
+    budgets = Budgets(store=SQLiteBudgetStore(path, timeout=0.1), limits=[user_day("1")])
+    held = budgets.reserve(ALICE, D("0.5"), now=NOW)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        budgets.settle(held, D("0.9"), now=NOW)  # the call cost more than feared
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    assert budgets.stats().deferred_pending == 1
+    # Without the kept settle the store would see 0.5 held and let 0.5 more through.
+    with pytest.raises(BudgetExceeded) as refused:
+        budgets.reserve(ALICE, D("0.5"), now=NOW)
+    assert refused.value.spent == D("0.9")
+    stats = budgets.stats()
+    assert (stats.deferred, stats.deferred_written, stats.deferred_pending) == (1, 1, 0)
+    budgets.settle(held, D("0.9"), now=NOW)  # a second settle still does nothing
+    (status,) = budgets.status(ALICE, now=NOW)
+    assert (status.spent, status.reserved) == (D("0.9"), D("0"))
+    with caplog.at_level(logging.WARNING, logger="accounting.budgets"):
+        budgets.close()
+    assert not [r for r in caplog.records if "never reached" in r.getMessage()]
+
+
+def test_settles_the_store_never_takes_are_logged_at_close_with_their_total(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    budgets = Budgets(store=RedisBudgetStore(url), limits=[glob("day", "5")])
+    for cost in ("0.25", "0.5"):
+        budgets.settle(budgets.reserve(ALICE, D("1")), D(cost))
+    assert budgets.stats().deferred_pending == 2
+    with caplog.at_level(logging.WARNING, logger="accounting.budgets"):
+        budgets.close()
+    (lost,) = [r.getMessage() for r in caplog.records if "never reached" in r.getMessage()]
+    assert "2 settlements (USD 0.75)" in lost
+
+
+def test_the_deferred_queue_is_bounded_ordered_and_keeps_what_failed() -> None:
+    queue = Deferred(limit=2)
+    items = [
+        PendingSettle(
+            reservation=Reservation(id=str(i), amount=D(1), applied=(), expires_at=NOW),
+            actual=D(i),
+            at=NOW,
+        )
+        for i in range(1, 4)
+    ]
+    assert queue.add(items[0]) is None and queue.add(items[1]) is None
+    assert queue.add(items[2]) is items[0]  # the oldest makes room
+    assert (queue.dropped, queue.dropped_usd, len(queue)) == (1, D(1), 2)
+    written: list[str] = []
+
+    def fail_on_3(item: PendingSettle) -> None:
+        if item.actual == 3:
+            raise OSError("store down")
+        written.append(item.reservation.id)
+
+    with pytest.raises(OSError):
+        queue.drain(fail_on_3)
+    assert written == ["2"] and len(queue) == 1  # the failed one waits at the head
+    assert queue.drain(lambda item: written.append(item.reservation.id)) == 1
+    assert written == ["2", "3"] and len(queue) == 0

@@ -17,9 +17,11 @@ Policies, and why:
   the call through unchecked; the failure is counted (:meth:`Budgets.stats`) and logged once
   per episode (at the first failure, and again when the store answers). ``"refuse"`` raises
   :class:`BudgetStoreError` instead, for deployments where overspending is worse than refusing.
-  ``settle`` and ``release`` never raise for a store failure (the money is already spent); a
-  call settled after the store comes back records its spend even if its reservation was made
-  while the store was down.
+  ``settle`` and ``release`` never raise for a store failure (the money is already spent). A
+  settle the store fails to take is kept (:mod:`accounting.budgets.deferred`, bounded) and
+  written once the store answers, before the next reservation is checked, so an outage never
+  makes the counters forget money spent. A call settled after the store comes back records its
+  spend even if its reservation was made while the store was down.
 - **Unknown worst case** (``amount=None``: unpriced model or unknown output limit) under at
   least one limit (``on_unpriced``, default ``"refuse"``): a limit is a promise of a cap, and
   a call of unbounded cost cannot keep it, so it is refused with :class:`BudgetExceeded`
@@ -58,6 +60,7 @@ from accounting.budgets.core import (
     status_of,
     utc,
 )
+from accounting.budgets.deferred import Deferred, PendingSettle
 from accounting.budgets.limits import (
     DEFAULT_RESERVATION_TTL,
     BudgetConfig,
@@ -115,6 +118,10 @@ class BudgetStats:
         unchecked: reservations let through unchecked because the store failed.
         alerts: threshold callbacks fired.
         callback_errors: threshold callbacks that raised.
+        deferred: settlements the store failed to take, kept to be written when it answers.
+        deferred_written: kept settlements written since (each also counts in ``settled``).
+        deferred_dropped: kept settlements dropped because too many were held (logged).
+        deferred_pending: kept settlements still waiting for the store, now.
     """
 
     reserved: int = 0
@@ -126,6 +133,10 @@ class BudgetStats:
     unchecked: int = 0
     alerts: int = 0
     callback_errors: int = 0
+    deferred: int = 0
+    deferred_written: int = 0
+    deferred_dropped: int = 0
+    deferred_pending: int = 0
 
 
 class Budgets:
@@ -174,6 +185,7 @@ class Budgets:
         self._counts: dict[str, int] = dict.fromkeys(BudgetStats.__slots__, 0)
         self._failing = False
         self._fired: set[str] = set()
+        self._deferred = Deferred()
 
     @classmethod
     def from_config(
@@ -228,6 +240,32 @@ class Budgets:
                 back, self._failing = self._failing, False
             if back:
                 log.warning("budget store %r answers again; budgets are enforced", self.store)
+        if len(self._deferred):
+            self._write_deferred()
+
+    def _defer(self, reservation: Reservation, actual: Decimal, at: datetime) -> None:
+        self._count("deferred")
+        dropped = self._deferred.add(PendingSettle(reservation=reservation, actual=actual, at=at))
+        if dropped is not None:
+            self._count("deferred_dropped")
+            log.warning(
+                "budget store %r: %d settlements are waiting for it; the oldest (USD %s) is "
+                "dropped from the budget counters (the ledger keeps it)",
+                self.store,
+                self._deferred.limit,
+                dropped.actual,
+            )
+
+    def _write_deferred(self) -> None:
+        """Write the settlements kept while the store failed (never raises)."""
+        try:
+            self._deferred.drain(self._write_one)
+        except Exception as exc:
+            self._store_failed(exc, "settle")
+
+    def _write_one(self, item: PendingSettle) -> None:
+        self._settle_now(item.reservation, item.actual, item.at)
+        self._count("deferred_written")
 
     def _as_store_error(self, exc: Exception) -> BudgetStoreError:
         # A store outside this package raised something else: same policy, same type.
@@ -237,7 +275,7 @@ class Budgets:
     def stats(self) -> BudgetStats:
         """Counts since this object was made."""
         with self._lock:
-            return BudgetStats(**self._counts)
+            return BudgetStats(**{**self._counts, "deferred_pending": len(self._deferred)})
 
     # -- reserve / settle / release ------------------------------------------------------------
 
@@ -277,6 +315,13 @@ class Budgets:
         if not applied:
             self._count("unlimited")
             return reservation
+        if len(self._deferred):
+            # Spend kept during an outage counts before this check. A store that still fails
+            # is not asked twice: the call goes as the store-error policy says.
+            try:
+                self._deferred.drain(self._write_one)
+            except Exception as exc:
+                return self._unchecked(reservation, exc)
         if unknown and self.config.on_unpriced == "refuse":
             first = applied[0]
             try:
@@ -350,18 +395,24 @@ class Budgets:
         actual = _money(actual, "actual")
         if not reservation.applied:
             return
+        at = utc(now)
         try:
-            after = self.store.settle(
-                reservation_id=reservation.id,
-                counters=_specs(reservation.applied),
-                amount=ceil_picos(min(reservation.amount, AMOUNT_CAP)),
-                actual=ceil_picos(min(actual, AMOUNT_CAP)),
-                now=_ms(utc(now)),
-            )
+            self._settle_now(reservation, actual, at)
         except Exception as exc:
             self._store_failed(exc, "settle")
+            self._defer(reservation, actual, at)
             return
         self._store_ok()
+
+    def _settle_now(self, reservation: Reservation, actual: Decimal, at: datetime) -> None:
+        """Write one settlement; raises what the store raised."""
+        after = self.store.settle(
+            reservation_id=reservation.id,
+            counters=_specs(reservation.applied),
+            amount=ceil_picos(min(reservation.amount, AMOUNT_CAP)),
+            actual=ceil_picos(min(actual, AMOUNT_CAP)),
+            now=_ms(at),
+        )
         if after is None:
             return
         self._count("settled")
@@ -513,7 +564,21 @@ class Budgets:
         return await asyncio.to_thread(self.status, of, name, now=now)
 
     def close(self) -> None:
-        """Close the store."""
+        """Write the settlements kept during an outage (one try), then close the store.
+
+        Settlements the store still refuses are logged with their total: the ledger keeps
+        them, the budget counters never see them.
+        """
+        if len(self._deferred):
+            self._write_deferred()
+        if len(self._deferred):
+            log.warning(
+                "budget store %r: %d settlements (USD %s) never reached it; the budget "
+                "counters miss them (the ledger has them)",
+                self.store,
+                len(self._deferred),
+                self._deferred.total(),
+            )
         self.store.close()
 
     def __enter__(self) -> Budgets:
