@@ -97,7 +97,12 @@ def decode(key: str, raw: bytes) -> Entry:
     nl = raw.find(b"\n")
     if nl < 0:
         raise CorruptEntry("no envelope header")
-    created, ttl, checksum = _read_header(key, raw[:nl])
+    try:
+        created, ttl, checksum = _read_header(key, raw[:nl])
+    except CorruptEntry:
+        raise
+    except Exception as exc:  # a header nested past the recursion limit, a 400-digit time ...
+        raise CorruptEntry(f"unreadable envelope header ({type(exc).__name__})") from None
     body = raw[nl + 1 :]
     if checksum != _checksum(body):
         raise CorruptEntry("checksum mismatch")

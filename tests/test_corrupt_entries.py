@@ -59,6 +59,11 @@ DAMAGE: dict[str, Callable[[bytes, bytes], bytes]] = {
     "non-JSON header": lambda good, other: b"{'llmcache': 1, oops\n" + good.partition(b"\n")[2],
     "header not an object": lambda good, other: b"[1, 2]\n" + good.partition(b"\n")[2],
     "bad creation time": lambda good, other: _with_header(good, created="yesterday"),
+    # float() of it overflows: the header parser must not raise OverflowError.
+    "creation time of 400 digits": lambda good, other: _with_header(good, created=10**400),
+    "header nested past the recursion limit": lambda good, other: (
+        b"[" * 100_000 + b"\n" + good.partition(b"\n")[2]
+    ),
 }
 
 
@@ -283,3 +288,45 @@ def test_value_of_a_foreign_type_is_a_corrupt_entry(
     # The fresh result replaced it.
     other = Cache([MemoryTier(), DiskTier(directory) if name == "disk" else RedisTier(redis_url)])
     assert _reads_back(other) == ANSWER
+
+
+@pytest.mark.parametrize(
+    "kind", ["creation time of 400 digits", "header nested past the recursion limit"]
+)
+@pytest.mark.parametrize("first", ["disk", "redis"])
+def test_a_damaged_entry_in_the_first_tier_never_raises_from_any_face(
+    kind: str, first: str, tmp_path: Path, redis_url: str, r: redis.Redis
+) -> None:
+    # The first tier is read without the general flow: its damage is handled there too.
+    def one_tier() -> Cache:
+        tier = DiskTier(tmp_path / "disk") if first == "disk" else RedisTier(redis_url)
+        return Cache([tier])
+
+    writer = one_tier()
+    key = writer.fetch(PAYLOAD, lambda: ANSWER).info.key
+    good = writer.tiers[0].get(key)
+    assert good is not None
+    damaged = DAMAGE[kind](good, good)
+
+    async def afetch(cache: Cache) -> Any:
+        return (await cache.afetch(PAYLOAD, _async_answer)).value
+
+    faces: dict[str, Callable[[Cache], Any]] = {
+        "get": lambda cache: cache.get(PAYLOAD, "missing"),
+        "fetch": lambda cache: cache.fetch(PAYLOAD, lambda: "fresh").value,
+        "aget": lambda cache: asyncio.run(cache.aget(PAYLOAD, "missing")),
+        "afetch": lambda cache: asyncio.run(afetch(cache)),
+    }
+    for face, call in faces.items():
+        writer.tiers[0].set(key, damaged, None)
+        reader = one_tier()
+        reader.get({"warm": "the namespace generation"})  # so the fast path is taken
+        assert call(reader) in ("missing", "fresh"), face
+        (stats,) = reader.stats().tiers
+        assert (stats.corrupt, stats.errors, stats.hits) == (1, 0, 0), face
+        reader.close()
+    writer.close()
+
+
+async def _async_answer() -> str:
+    return "fresh"
