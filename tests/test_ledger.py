@@ -51,6 +51,7 @@ from accounting.ledger import (
     default_ledger_path,
     totals_of,
 )
+from accounting.ledger import sqlite as sqlite_store
 from accounting.ledger.base import day_bounds, day_of, decode_record, encode_record
 from accounting.ledger.spill import FileSpill, orphan_files, read_spill_file
 from accounting.ledger.sqlite import DEFAULT_BUSY_TIMEOUT
@@ -1220,6 +1221,32 @@ def test_totals_during_an_outage_include_the_spill_each_once(
         blocker.close()
     wait_until(lambda: not ledger.stats().failing, "the spill to be replayed")
     assert ledger.totals(DAY, by="all") == totals_of(everything, DAY, by="all")
+    ledger.close()
+
+
+def test_totals_count_a_record_once_when_it_is_both_stored_and_spilled(tmp_path: Path) -> None:
+    # A write whose reply was lost: the store applied it, the ledger spilled it anyway.
+    path = tmp_path / "ledger.sqlite3"
+    setup = SQLiteStore(path)
+    setup.append(spend(time=T0 - 3 * 86400))  # creates the schema; another day
+    setup.close()
+    ledger = Ledger(SQLiteStore(path, busy_timeout=0.02), batch_size=1, retry_interval=60)
+    record = spend(time=T0)
+    first = sqlite3.connect(path, isolation_level=None)
+    first.execute("BEGIN IMMEDIATE")
+    ledger.append(record)  # the store is locked: spilled
+    first.execute(sqlite_store._INSERT, sqlite_store._row(record))
+    first.execute("COMMIT")  # ... and stored too
+    first.close()
+    second = sqlite3.connect(path, isolation_level=None)
+    second.execute("BEGIN IMMEDIATE")  # the replay cannot run; reads still work
+    try:
+        assert ledger.stats().spill_size == 1
+        assert ledger.totals(DAY, by="all") == totals_of([record], DAY, by="all")
+    finally:
+        second.execute("COMMIT")
+        second.close()
+    assert ledger.totals(DAY, by="all") == totals_of([record], DAY, by="all")
     ledger.close()
 
 

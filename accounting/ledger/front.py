@@ -61,7 +61,14 @@ from types import TracebackType
 from typing import Final
 
 from accounting._exceptions import LedgerError
-from accounting.ledger.base import LedgerStore, LedgerTotals, TotalsStore, totals_of
+from accounting.ledger.base import (
+    LedgerStore,
+    LedgerTotals,
+    TotalsStore,
+    check_dimension,
+    day_bounds,
+    totals_of,
+)
 from accounting.ledger.spill import FileSpill, MemorySpill, Spill, orphan_files
 from accounting.record import CallRecord
 
@@ -636,9 +643,9 @@ class Ledger:
     def totals(self, day: str | dt.date, *, by: str = "user") -> dict[str, LedgerTotals]:
         """Flush, then the totals of UTC day ``day`` per name of dimension ``by``.
 
-        The store's totals, plus the records this ledger holds in its spill during an outage
-        (as :meth:`records` yields them), so money spent is never missing from a total. The
-        spill and the store are read while no replay runs, so a record is counted once.
+        The store's totals; while this ledger holds records in its spill (an outage), the
+        totals are computed from :meth:`records` instead, so money already spent is counted,
+        and counted once even when a record also reached the store.
 
         Raises:
             ValueError: ``by`` is not a dimension, or ``day`` not a date.
@@ -647,22 +654,14 @@ class Ledger:
         store = self._store
         if not isinstance(store, TotalsStore):
             raise LedgerError(f"{store!r} keeps no totals", store=self._store_name)
+        check_dimension(by)
+        _, start, end = day_bounds(day)
         self.flush()
-        with self._io:  # a replay moves records from the spill to the store under this lock
-            try:
-                with self._lock:
-                    spills = self._spills()
-                held = {r.id: r for spill in spills for r in spill.snapshot()}
-            except OSError as exc:
-                raise LedgerError(
-                    f"ledger {self._store_name}: the spill cannot be read: "
-                    f"{type(exc).__name__}: {exc}",
-                    store=self._store_name,
-                ) from exc
-            totals = store.totals(day, by=by)
-        for name, extra in totals_of(held.values(), day, by=by).items():
-            totals[name] = totals[name] + extra if name in totals else extra
-        return totals
+        with self._lock:
+            held = self._spilled_now()
+        if not held:
+            return store.totals(day, by=by)
+        return totals_of(self.records(start, end), day, by=by)
 
     def stats(self) -> LedgerStats:
         """Counters since the ledger was made."""
