@@ -252,7 +252,9 @@ def _canon(o: Any) -> Any:
 def _canon_pairs(o: Mapping[Any, Any]) -> Any:
     # Non-string keys: {1: x} must not collide with {"1": x}, so keep (key, value) pairs.
     pairs = [[_canon(k), _canon(v)] for k, v in o.items()]
-    pairs.sort(key=lambda p: _dumps(p[0]))
+    # By the whole pair: two keys may encode alike (an Enum and its value), and the order
+    # must still not depend on the dict's.
+    pairs.sort(key=_dumps)
     return {_TAG + "map": pairs}
 
 

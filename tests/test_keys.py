@@ -270,3 +270,14 @@ def test_nesting_deeper_than_orjson_allows_still_keys() -> None:
         deep = [deep]
     assert json.loads(canonical_json(deep)) == deep
     assert make_key(deep) != make_key([deep])
+
+
+class Level(enum.Enum):
+    ONE = 1
+
+
+def test_non_string_keys_that_encode_alike_key_the_same_in_any_order() -> None:
+    a: dict[Any, str] = {1: "b", Level.ONE: "a"}
+    b: dict[Any, str] = {Level.ONE: "a", 1: "b"}
+    assert make_key(a) == make_key(b)
+    assert make_key(a) != make_key({1: "a", Level.ONE: "a"})
