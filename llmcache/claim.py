@@ -26,7 +26,7 @@ from llmcache.keys import CacheKey
 from llmcache.singleflight import Flight, FlightAbandoned
 
 if TYPE_CHECKING:
-    from llmcache.cache import Cache
+    from llmcache._fetch import Fetch
 
 __all__ = ["Claim", "ClaimAbandoned"]
 
@@ -45,7 +45,7 @@ class Claim:
     __slots__ = ("_cache", "_flight", "_no_store", "_ttl", "done", "key", "started")
 
     def __init__(
-        self, cache: Cache, key: str, flight: Flight | None, ttl: float | None, no_store: bool
+        self, cache: Fetch, key: str, flight: Flight | None, ttl: float | None, no_store: bool
     ) -> None:
         self._cache, self.key, self._flight = cache, key, flight
         self._ttl, self._no_store = ttl, no_store
@@ -96,7 +96,7 @@ class Claim:
 
 
 def claim_flow(
-    cache: Cache,
+    cache: Fetch,
     ck: CacheKey,
     *,
     decode: Callable[[bytes], Any],
