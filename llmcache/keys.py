@@ -47,6 +47,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_.@\-]{1,128}")
 _TAG = "\x00"
 _orjson_dumps = orjson.dumps
 _SORTED = orjson.OPT_SORT_KEYS
+_NUL_AFTER_QUOTE = b'"\\u0000'
 # For the values orjson has no form for, and for ordering set members and non-string dict keys.
 _dumps = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
@@ -105,10 +106,19 @@ def canonical_json(payload: object) -> bytes:
             (for example ``$.messages[2].content``).
     """
     try:
-        # Most payloads are plain JSON already: checking is cheaper than copying.
+        # Most payloads are plain JSON already: checking is cheaper than copying. The walk
+        # checks values only: orjson refuses keys that are not exactly str, and a key that
+        # starts with NUL (to be escaped) shows in its output as "\u0000 after a quote.
         value = _plain_value(payload)
-        if value is None:
-            value = _canon(payload)
+        if value is not None:
+            try:
+                out = _orjson_dumps(value, option=_SORTED)
+            except TypeError:
+                pass
+            else:
+                if _NUL_AFTER_QUOTE not in out:
+                    return out
+        value = _canon(payload)
         try:
             return _orjson_dumps(value, option=_SORTED)
         except TypeError:  # an int beyond 64 bits, a lone surrogate, or nesting over 255 deep
@@ -143,8 +153,6 @@ def _plain_value(o: Any) -> Any:
         return o if _is_plain(o) else None
     out = None
     for k, v in o.items():
-        if type(k) is not str or k[:1] == _TAG:
-            return None
         tv = type(v)
         if tv is str or tv is int or tv is bool or v is None:
             continue
@@ -161,16 +169,13 @@ def _plain_value(o: Any) -> Any:
 
 
 def _is_plain(o: Any) -> bool:
-    """Whether ``json.dumps`` alone gives the canonical form (no value needs normalizing).
+    """Whether no value in ``o`` needs normalizing (keys are checked on orjson's output).
 
     Leaves are tested inline rather than by a call each: this runs on every cached call.
     """
     t = type(o)
     if t is dict:
         items: Any = o.values()
-        for k in o:
-            if type(k) is not str or k[:1] == _TAG:
-                return False
     elif t is list or t is tuple:
         items = o
     else:
@@ -181,9 +186,6 @@ def _is_plain(o: Any) -> bool:
             continue
         if tv is dict:
             # A flat dict (a chat message) is checked here: a call saved per message.
-            for k in v:
-                if type(k) is not str or k[:1] == _TAG:
-                    return False
             for w in v.values():
                 tw = type(w)
                 if not (tw is str or tw is int or tw is bool or w is None or _is_plain(w)):
