@@ -14,13 +14,17 @@ Keys (all in one hash slot, ``{budgets}``, so the scripts stay valid on a Redis 
     <prefix>{budgets}:expiring          sorted set: reservation id by expiry (Unix ms)
     <prefix>{budgets}:a:<marker>        string: fire-once threshold marker
 
+On a Redis Cluster pass ``cluster=True``: the store then follows the ``{budgets}`` slot to
+whichever node serves it (a plain client works only on that node, and fails on any other).
+
 Times come from the callers' clocks (as the period keys do): hosts sharing a server need
 synchronized clocks (NTP). Day and month counters expire 35 days after their period.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -182,6 +186,7 @@ class RedisBudgetStore:
 
     Args:
         url: ``redis://``, ``rediss://`` or ``unix://`` URL of the server.
+        cluster: the URL names a node of a Redis Cluster (``redis://`` or ``rediss://``).
         prefix: put before every key (default ``"accounting:"``).
         socket_timeout: seconds a command may take before it fails: short, so a reserve never
             hangs on a server that stopped answering.
@@ -203,6 +208,7 @@ class RedisBudgetStore:
         self,
         url: str,
         *,
+        cluster: bool = False,
         prefix: str = "accounting:",
         socket_timeout: float = 0.25,
         connect_timeout: float = 0.25,
@@ -214,6 +220,8 @@ class RedisBudgetStore:
                 f"RedisBudgetStore url {_where(url)!r} must start with redis://, rediss:// "
                 "or unix://"
             )
+        if cluster and urlsplit(url).scheme == "unix":
+            raise ValueError("RedisBudgetStore cluster=True needs a redis:// or rediss:// url")
         if not socket_timeout > 0 or not connect_timeout > 0:
             raise ValueError("RedisBudgetStore timeouts must be > 0")
         refused = sorted(set(client_options or {}) & _REFUSED_OPTIONS.keys())
@@ -223,32 +231,63 @@ class RedisBudgetStore:
                 f"{_REFUSED_OPTIONS[refused[0]]}"
             )
         self.url = url
+        self.cluster = cluster
         self._base = f"{prefix}{{budgets}}:"
         self._expiring = self._base + "expiring"
-        pool = redis.BlockingConnectionPool.from_url(
-            url,
+        self._options: dict[str, Any] = {
             # No retries: redis-py's default would retry with backoff, holding the caller.
-            retry=Retry(NoBackoff(), 0),
-            timeout=connect_timeout,
-            max_connections=max_connections,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
+            "retry": Retry(NoBackoff(), 0),
+            "max_connections": max_connections,
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": connect_timeout,
             **(client_options or {}),
-        )
-        self._client = redis.Redis.from_pool(pool)
-        self._reserve = self._client.register_script(_RESERVE)
-        self._settle = self._client.register_script(_SETTLE)
-        self._release = self._client.register_script(_RELEASE)
+        }
+        self._lock = threading.Lock()
+        self._client: Any = None
+        if not cluster:
+            pool = redis.BlockingConnectionPool.from_url(
+                url, timeout=connect_timeout, **self._options
+            )
+            self._use(redis.Redis.from_pool(pool))
 
     def __repr__(self) -> str:
-        return f"RedisBudgetStore({_where(self.url)!r})"
+        cluster = ", cluster=True" if self.cluster else ""
+        return f"RedisBudgetStore({_where(self.url)!r}{cluster})"
 
-    def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _use(self, client: Any) -> None:
+        self._reserve = client.register_script(_RESERVE)
+        self._settle = client.register_script(_SETTLE)
+        self._release = client.register_script(_RELEASE)
+        self._client = client
+
+    def _live(self) -> Any:
+        """The client; a cluster client is made at first use (thread-safe)."""
+        if self._client is None:
+            # RedisCluster.from_url connects at once: never in the constructor.
+            with self._lock:
+                if self._client is None:
+                    self._use(redis.RedisCluster.from_url(self.url, **self._options))
+        return self._client
+
+    def _run(self, call: Callable[[Any], Any]) -> Any:
+        """``call(client)``; a failure of the server (or cluster) as BudgetStoreError."""
         try:
-            return fn(*args, **kwargs)
-        except (redis.exceptions.RedisError, OSError) as exc:
+            return call(self._live())
+        # RedisClusterException is not a RedisError: a cluster client raises it when no node
+        # can be reached, and it must meet the on_store_error policy like any outage.
+        except (
+            redis.exceptions.RedisError,
+            redis.exceptions.RedisClusterException,
+            OSError,
+        ) as exc:
+            # A plain client on a cluster node that does not serve the {budgets} slot.
+            hint = (
+                " (a Redis Cluster node: pass cluster=True)"
+                if isinstance(exc, redis.exceptions.MovedError) and not self.cluster
+                else ""
+            )
             raise BudgetStoreError(
-                f"{self!r}: {type(exc).__name__}: {exc}", store=self.name
+                f"{self!r}: {type(exc).__name__}: {exc}{hint}", store=self.name
             ) from exc
 
     def _keys(self, reservation_id: str, counters: Sequence[CounterSpec]) -> list[str]:
@@ -282,7 +321,8 @@ class RedisBudgetStore:
         ]
         for c in counters:
             args += [c.limit, c.keep_until or 0]
-        reply = self._run(self._reserve, keys=self._keys(reservation_id, counters), args=args)
+        keys = self._keys(reservation_id, counters)
+        reply = self._run(lambda client: self._reserve(keys=keys, args=args, client=client))
         if int(reply[0]) < 0:
             return None
         return Refusal(index=int(reply[0]), settled=int(reply[1]), reserved=int(reply[2]))
@@ -305,7 +345,8 @@ class RedisBudgetStore:
             " ".join(c.key for c in counters),
             *(c.keep_until or 0 for c in counters),
         ]
-        reply = self._run(self._settle, keys=self._keys(reservation_id, counters), args=args)
+        keys = self._keys(reservation_id, counters)
+        reply = self._run(lambda client: self._settle(keys=keys, args=args, client=client))
         return None if reply is None else [int(v) for v in reply]
 
     def release(
@@ -313,15 +354,20 @@ class RedisBudgetStore:
     ) -> bool:
         """See :meth:`BudgetStore.release <accounting.budgets.BudgetStore.release>`."""
         args = [reservation_id, amount, RECORD_RETENTION_MS, " ".join(c.key for c in counters)]
-        reply = self._run(self._release, keys=self._keys(reservation_id, counters), args=args)
+        keys = self._keys(reservation_id, counters)
+        reply = self._run(lambda client: self._release(keys=keys, args=args, client=client))
         return bool(reply)
 
     def read(self, keys: Sequence[str]) -> list[CounterState]:
         """See :meth:`BudgetStore.read <accounting.budgets.BudgetStore.read>`."""
-        pipe = self._client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hmget(self._base + "c:" + key, "settled", "reserved")
-        replies = self._run(pipe.execute)
+
+        def hmget_all(client: Any) -> Any:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hmget(self._base + "c:" + key, "settled", "reserved")
+            return pipe.execute()
+
+        replies = self._run(hmget_all)
         return [
             CounterState(settled=int(settled or 0), reserved=int(reserved or 0))
             for settled, reserved in replies
@@ -329,10 +375,18 @@ class RedisBudgetStore:
 
     def claim(self, marker: str, *, keep_until: int | None) -> bool:
         """See :meth:`BudgetStore.claim <accounting.budgets.BudgetStore.claim>`."""
-        return bool(
-            self._run(self._client.set, self._base + "a:" + marker, 1, nx=True, pxat=keep_until)
-        )
+        key = self._base + "a:" + marker
+        return bool(self._run(lambda client: client.set(key, 1, nx=True, pxat=keep_until)))
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self._client.close()
+        """Close the connection pool (the nodes' pools, on a cluster)."""
+        client = self._client
+        if client is None:
+            return
+        client.close()
+        if self.cluster:
+            # redis-py 8.1's RedisCluster.close() leaves the nodes' pools open (as RedisTier
+            # notes): close them, or their sockets wait for the garbage collector.
+            for node in client.get_nodes():
+                if node.redis_connection is not None:
+                    node.redis_connection.connection_pool.disconnect()

@@ -78,7 +78,9 @@ log = logging.getLogger("accounting.ledger")
 DEFAULT_PREFIX: Final = "llmcache:ledger:"
 # Stream entries read per XRANGE while iterating records().
 _PAGE: Final = 500
-_ERRORS: Final = (redis.exceptions.RedisError, OSError)
+# RedisClusterException is not a RedisError: a cluster client raises it when no node can be
+# reached. Without it here, records() and totals() let it out as itself, not as LedgerError.
+_ERRORS: Final = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
 #: Seconds after a record was written (and after its UTC day) during which writing it again
 #: adds nothing.
 DEFAULT_DEDUPE_RETENTION: Final = 7 * 86400.0
@@ -166,6 +168,17 @@ return seen
 """
 
 
+def _hash_tag(prefix: str) -> str | None:
+    """The hash tag of the keys under ``prefix``, or ``None``.
+
+    Redis hashes only the text between a key's first ``{`` and the first ``}`` after it, when
+    that text is not empty; the suffixes put after the prefix hold no braces.
+    """
+    start = prefix.find("{")
+    end = prefix.find("}", start + 1) if start >= 0 else -1
+    return prefix[start + 1 : end] if end > start + 1 else None
+
+
 def _redact(url: str) -> str:
     # A password in the URL must not reach logs or error messages.
     try:
@@ -239,6 +252,15 @@ class RedisStore:
         if aggregate_retention is not None and aggregate_retention <= 0:
             raise ValueError(
                 f"RedisStore aggregate_retention must be > 0 or None, got {aggregate_retention}"
+            )
+        if isinstance(client, redis.RedisCluster) and _hash_tag(prefix) is None:
+            # Without a hash tag the stream, seen and totals keys fall in different slots, and
+            # each append failed in the script call ("EVALSHA - all keys must map to the same
+            # key slot"): the Ledger kept every record in its spill, retrying forever.
+            raise ValueError(
+                f"RedisStore prefix {prefix!r} has no hash tag, needed on a Redis Cluster (the "
+                "append script touches several keys, which must share a slot): put one in it, "
+                "e.g. 'llmcache:{ledger}:'"
             )
         self.prefix = prefix
         self.maxlen = maxlen
