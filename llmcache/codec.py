@@ -2,10 +2,10 @@
 
 An entry is one line of JSON (the header) followed by the value's own JSON bytes::
 
-    {"llmcache":1,"key":"llmcache:v1:...","created":1732380000.25,"ttl":3600,"sum":"9f…"}\\n<body>
+    {"llmcache":2,"key":"llmcache:v2:...","created":1732380000.25,"ttl":3600,"sum":"9f…"}\\n<body>
 
 The header names the envelope version, the key the entry was written under, its creation time
-(Unix seconds) and TTL, and a blake2b checksum of the body. Keeping the body apart from the header
+(Unix seconds) and TTL, and a CRC-32 of the body. Keeping the body apart from the header
 lets a reader hand the body straight to ``json.loads`` or ``Model.model_validate_json`` without
 decoding it twice. Nothing here ever unpickles or evaluates anything: a value that fails to parse,
 carries another envelope version, belongs to another key or fails its checksum is
@@ -15,14 +15,14 @@ carries another envelope version, belongs to another key or fails its checksum i
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import re
+import zlib
 
 __all__ = ["ENVELOPE_VERSION", "CorruptEntry", "Entry", "decode", "encode"]
 
-ENVELOPE_VERSION = 1
+ENVELOPE_VERSION = 2
 # Decoding str directly skips json.loads' encoding sniffing of bytes: this is on every hit.
 _loads = json.JSONDecoder().decode
 
@@ -57,7 +57,10 @@ _TTL_TYPES = (float, int, type(None))
 
 
 def _checksum(body: bytes) -> str:
-    return hashlib.blake2b(body, digest_size=16).hexdigest()
+    # CRC-32 catches damage (a torn write, a flipped byte, another program's bytes) as well as
+    # a cryptographic hash would, at a third of the cost on every hit; it is no defence
+    # against someone who can write to the tier, and nothing here pretends to be.
+    return f"{zlib.crc32(body):08x}"
 
 
 def encode(key: str, body: bytes, *, created: float, ttl: float | None) -> bytes:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from llmcache.codec import CorruptEntry, decode, encode
+from llmcache.codec import ENVELOPE_VERSION, CorruptEntry, decode, encode
 
 KEY = "llmcache:v1:default:0:-:abc"
 
@@ -36,7 +36,7 @@ def test_reordered_or_spaced_headers_still_decode() -> None:
 def test_header_is_one_json_line() -> None:
     raw = encode(KEY, b'"x"', created=1.0, ttl=None)
     header, body = raw.split(b"\n", 1)
-    assert json.loads(header)["llmcache"] == 1
+    assert json.loads(header)["llmcache"] == ENVELOPE_VERSION == 2
     assert body == b'"x"'
 
 
@@ -52,7 +52,7 @@ def damaged() -> list[tuple[str, bytes]]:
         ("truncated body", good[:-3]),
         ("flipped byte", good[:-2] + b"X" + good[-1:]),
         ("other key", encode("llmcache:v1:default:0:-:other", b"{}", created=1.0, ttl=None)),
-        ("other version", json.dumps({**header, "llmcache": 2}).encode() + b'\n{"answer":"42"}'),
+        ("other version", json.dumps({**header, "llmcache": 1}).encode() + b'\n{"answer":"42"}'),
         ("bad ttl", json.dumps({**header, "ttl": "x"}).encode() + b'\n{"answer":"42"}'),
         ("infinite ttl", good.replace(b'"ttl":null', b'"ttl":Infinity')),
         ("nan created", good.replace(b'"created":1.0', b'"created":NaN')),
