@@ -245,10 +245,11 @@ class Reads:
         (memory, disk).
 
         This is the hottest path. Returns ``(tier key, live entry)``; ``(tier key, None)`` when
-        that tier has no live entry or failed (counted here as a miss or a fault: the flow then
-        reads the other tiers only); or ``None`` when it could not look (a generation to
-        refresh, a first tier an async caller must await, a corrupt entry): the full flow then
-        handles and counts everything. Callers count a hit with :meth:`_fast_counted` once
+        that tier has no live entry, failed or held a corrupt entry (counted here as a miss, a
+        fault or a corrupt entry: the flow then reads the other tiers only); or ``None`` when it
+        could not look (a generation to refresh, a first tier an async caller must await, a
+        corrupt entry met by an async caller, whose deletion must not block its loop): the full
+        flow then handles and counts everything. Callers count a hit with :meth:`_fast_counted` once
         they have decoded it.
         """
         known = self._gens.get(ck.namespace)
@@ -268,24 +269,32 @@ class Reads:
             tkey = ck.tier_key(known[0])
             try:
                 raw = tier.get(tkey)
-            except CorruptEntry:
-                return None
+                if raw is None:
+                    entry = None
+                elif type(raw) is not bytes:
+                    raise CorruptEntry(f"tier returned {type(raw).__name__}, not bytes")
+                else:
+                    entry = decode(tkey, raw)
+            except CorruptEntry as exc:
+                return self._fast_corrupt(tier, tkey, exc) if sync else None
             except Exception as exc:
                 self._fault(0, exc)
                 return tkey, None
-            if raw is None:
-                entry = None
-            elif type(raw) is not bytes:
-                return None
-            else:
-                try:
-                    entry = decode(tkey, raw)
-                except CorruptEntry:
-                    return None
         if entry is None or (entry.ttl is not None and entry.created + entry.ttl <= time.time()):
             self._counters[0].misses += 1
             return tkey, None
         return tkey, entry
+
+    def _fast_corrupt(self, tier: Tier, tkey: str, exc: CorruptEntry) -> tuple[str, None]:
+        """A corrupt entry met on the sync fast path: counted, logged and deleted there, so
+        the flow goes on from the second tier without reading this one again."""
+        self._counters[0].corrupt += 1
+        self._log(0, "corrupt entry %s in tier %s (%s); treated as a miss", tkey, exc)
+        try:
+            tier.delete(tkey)
+        except Exception as fault:
+            self._fault(0, fault)
+        return tkey, None
 
     def _fast_counted(self, entry: Entry) -> None:
         c = self._counters[0]

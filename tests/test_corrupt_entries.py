@@ -330,3 +330,29 @@ def test_a_damaged_entry_in_the_first_tier_never_raises_from_any_face(
 
 async def _async_answer() -> str:
     return "fresh"
+
+
+def test_a_corrupt_first_tier_entry_is_read_once_by_a_sync_lookup(
+    redis_url: str, r: redis.Redis
+) -> None:
+    writer = Cache([RedisTier(redis_url)])
+    key = writer.fetch(PAYLOAD, lambda: ANSWER).info.key
+    writer.close()
+    r.set(key, b"garbage")
+    reader = Cache([RedisTier(redis_url)])
+    reader.get({"warm": "the namespace generation"})
+
+    def gets() -> int:
+        stats: dict[str, Any] = r.info("commandstats")
+        return int(stats.get("cmdstat_get", {}).get("calls", 0))
+
+    before = gets()
+    assert reader.fetch(PAYLOAD, lambda: "fresh").value == "fresh"
+    # One GET for the lookup (the corrupt entry, then deleted); the leader's re-check after
+    # its lease is the second, the lease release script's the third. (4 when the lookup read
+    # the corrupt entry twice.)
+    assert gets() - before == 3
+    (stats,) = reader.stats().tiers
+    assert (stats.corrupt, stats.misses, stats.errors) == (1, 0, 0)
+    assert reader.get(PAYLOAD) == "fresh"
+    reader.close()
