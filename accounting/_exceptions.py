@@ -100,8 +100,11 @@ class BudgetStoreError(AccountingError):
 
     Attributes:
         store: which store (``"sqlite"``, ``"redis"``).
+        refused: the store answered and refused the operation (a command error): asking again
+            will not help, unlike an outage (unreachable, timed out, locked).
     """
 
-    def __init__(self, message: str, *, store: str) -> None:
+    def __init__(self, message: str, *, store: str, refused: bool = False) -> None:
         super().__init__(message)
         self.store = store
+        self.refused = refused

@@ -9,6 +9,7 @@ and child processes started with ``subprocess`` (never forked) running
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -51,7 +53,7 @@ from accounting.budgets.core import (
     period_key,
     utc,
 )
-from accounting.budgets.deferred import Deferred, PendingSettle
+from accounting.budgets.deferred import DRAIN_BATCH, Deferred, PendingSettle
 from accounting.budgets.limits import MAX_LIMIT
 from accounting.money import PICO
 
@@ -893,3 +895,90 @@ def test_the_deferred_queue_is_bounded_ordered_and_keeps_what_failed() -> None:
     assert written == ["2"] and len(queue) == 1  # the failed one waits at the head
     assert queue.drain(lambda item: written.append(item.reservation.id)) == 1
     assert written == ["2", "3"] and len(queue) == 0
+
+
+def _kept_during_a_lock(path: Path, limits: list[BudgetLimit], n: int, each: str) -> Budgets:
+    """Budgets on ``path`` after ``n`` calls reserved and settled while another process held
+    the write lock (with a 1 ms lock timeout, then a normal one)."""
+    store = SQLiteBudgetStore(path, timeout=0.001)
+    budgets = Budgets(store=store, limits=limits)
+    budgets.status(ALICE, now=NOW)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        for _ in range(n):
+            budgets.settle(budgets.reserve(ALICE, D(each), now=NOW), D(each), now=NOW)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert budgets.stats().deferred_pending == n
+    store.close()
+    store.timeout = 2.0  # the next connection waits as a store normally does
+    return budgets
+
+
+def test_kept_spend_counts_before_every_concurrent_check_after_an_outage(tmp_path: Path) -> None:
+    # $1.50 kept: more than one batch.
+    budgets = _kept_during_a_lock(tmp_path / "budgets.db", [user_day("1")], 150, "0.01")
+    start = threading.Barrier(8)
+    granted: list[Reservation] = []
+
+    def caller() -> None:
+        start.wait()
+        with contextlib.suppress(BudgetExceeded):
+            granted.append(budgets.reserve(ALICE, D("0.40"), now=NOW))
+
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert granted == []  # each waited for the batch in progress, then wrote its own
+    (status,) = budgets.status(ALICE, now=NOW)
+    assert status.spent == D("1.50")
+    assert budgets.stats().deferred_written == 150
+    budgets.close()
+
+
+def test_a_long_outage_backlog_is_written_a_batch_per_call(tmp_path: Path) -> None:
+    budgets = _kept_during_a_lock(tmp_path / "budgets.db", [user_day("100")], 250, "0.01")
+    budgets.reserve(ALICE, D("0.01"), now=NOW)
+    # No call writes the whole backlog: a batch before its check, one after its success.
+    assert budgets.stats().deferred_written == 2 * DRAIN_BATCH
+    budgets.reserve(ALICE, D("0.01"), now=NOW)
+    stats = budgets.stats()
+    assert (stats.deferred_written, stats.deferred_pending) == (250, 0)
+    (status,) = budgets.status(ALICE, now=NOW)
+    assert (status.spent, status.reserved) == (D("2.50"), D("0.02"))
+    budgets.close()
+
+
+def test_a_settle_the_store_refuses_is_logged_not_kept(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Two settles of $9M each overflow Redis's 64-bit counter of pico-dollars: a command error.
+    whale = Attribution(user="whale")
+    limits = [
+        BudgetLimit(scope="user", name="whale", period="total", usd=D(9_000_000)),
+        user_day("1", name="alice"),
+    ]
+    budgets = Budgets(
+        store=RedisBudgetStore(redis_url, prefix=f"t{time.time_ns()}:"), limits=limits
+    )
+    held = [budgets.reserve(whale, D(1), now=NOW) for _ in range(2)]
+    with caplog.at_level(logging.ERROR, logger="accounting.budgets"):
+        for r in held:
+            budgets.settle(r, D(9_000_000), now=NOW)
+    stats = budgets.stats()
+    assert (stats.settles_refused, stats.deferred, stats.deferred_pending) == (1, 0, 0)
+    assert [r for r in caplog.records if "refused a settlement of USD 9000000" in r.getMessage()]
+    # Nothing waits at the head of a queue: the others' limits are enforced as before.
+    granted = 0
+    for _ in range(5):
+        try:
+            budgets.settle(budgets.reserve(ALICE, D("0.5"), now=NOW), D("0.5"), now=NOW)
+            granted += 1
+        except BudgetExceeded:
+            pass
+    assert (granted, budgets.stats().unchecked) == (2, 0)
+    budgets.close()

@@ -18,10 +18,12 @@ Policies, and why:
   per episode (at the first failure, and again when the store answers). ``"refuse"`` raises
   :class:`BudgetStoreError` instead, for deployments where overspending is worse than refusing.
   ``settle`` and ``release`` never raise for a store failure (the money is already spent). A
-  settle the store fails to take is kept (:mod:`accounting.budgets.deferred`, bounded) and
-  written once the store answers, before the next reservation is checked, so an outage never
-  makes the counters forget money spent. A call settled after the store comes back records its
-  spend even if its reservation was made while the store was down.
+  settle the store fails to take in an outage is kept (:mod:`accounting.budgets.deferred`,
+  bounded) and written once the store answers, by the calls that follow, a batch before each
+  one's own check, so an outage never makes the counters forget money spent. A settle the
+  store refuses outright (a command error) is logged with its amount and not kept. A call
+  settled after the store comes back records its spend even if its reservation was made while
+  the store was down.
 - **Unknown worst case** (``amount=None``: unpriced model or unknown output limit) under at
   least one limit (``on_unpriced``, default ``"refuse"``): a limit is a promise of a cap, and
   a call of unbounded cost cannot keep it, so it is refused with :class:`BudgetExceeded`
@@ -119,9 +121,13 @@ class BudgetStats:
         alerts: threshold callbacks fired.
         callback_errors: threshold callbacks that raised.
         deferred: settlements the store failed to take, kept to be written when it answers.
-        deferred_written: kept settlements written since (each also counts in ``settled``).
-        deferred_dropped: kept settlements dropped because too many were held (logged).
+        deferred_written: kept settlements written since (those the store had applied after
+            all, its reply lost, add nothing and do not count in ``settled``).
+        deferred_dropped: kept settlements dropped: too many were held, or the store refused
+            one when it answered (both logged).
         deferred_pending: kept settlements still waiting for the store, now.
+        settles_refused: settlements the store refused outright (a command error, logged with
+            their amount): not kept, as asking again would not help.
     """
 
     reserved: int = 0
@@ -137,6 +143,7 @@ class BudgetStats:
     deferred_written: int = 0
     deferred_dropped: int = 0
     deferred_pending: int = 0
+    settles_refused: int = 0
 
 
 class Budgets:
@@ -264,8 +271,27 @@ class Budgets:
             self._store_failed(exc, "settle")
 
     def _write_one(self, item: PendingSettle) -> None:
-        self._settle_now(item.reservation, item.actual, item.at)
+        try:
+            self._settle_now(item.reservation, item.actual, item.at)
+        except Exception as exc:
+            if not getattr(exc, "refused", False):
+                raise  # an outage again: the drain stops, the item waits
+            # Tried again it would fail again (and block every later settle behind it).
+            self._count("deferred_dropped")
+            self._settle_refused(item.actual, exc)
+            return
         self._count("deferred_written")
+
+    def _settle_refused(self, actual: Decimal, exc: Exception) -> None:
+        self._count("settles_refused")
+        log.error(
+            "budget store %r refused a settlement of USD %s (%s: %s); the budget counters "
+            "miss it (the ledger has it)",
+            self.store,
+            actual,
+            type(exc).__name__,
+            exc,
+        )
 
     def _as_store_error(self, exc: Exception) -> BudgetStoreError:
         # A store outside this package raised something else: same policy, same type.
@@ -399,6 +425,10 @@ class Budgets:
         try:
             self._settle_now(reservation, actual, at)
         except Exception as exc:
+            if getattr(exc, "refused", False):
+                self._count("store_errors")
+                self._settle_refused(actual, exc)
+                return
             self._store_failed(exc, "settle")
             self._defer(reservation, actual, at)
             return

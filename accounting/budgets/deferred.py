@@ -4,6 +4,11 @@ A settle records money already spent. When the store fails at that moment (Redis
 locked), dropping the settle would make the counters forget the spend, and the limits would let
 later calls spend it again. So the settle is kept here and written again, in order, once the
 store answers. Writing a settle twice is harmless: a store settles a reservation once.
+
+Each call that finds settlements waiting writes a bounded batch of them before its own check
+(:data:`DRAIN_BATCH`), waiting for another thread's batch rather than checking without it; so a
+short outage's spend is counted before the next check, and a long outage's backlog is written
+over the calls that follow, none of them held up for long.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ __all__ = ["DEFAULT_LIMIT", "Deferred", "PendingSettle"]
 #: Settlements held at most; beyond it the oldest is dropped (and counted): a store down for
 #: days must not grow a process without bound.
 DEFAULT_LIMIT = 100_000
+#: Settlements one call writes at most before its own check.
+DRAIN_BATCH = 100
+#: Seconds a call waits for another thread's batch (one batch of store calls, or one timeout).
+DRAIN_WAIT = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,6 +54,7 @@ class Deferred:
         self._items: deque[PendingSettle] = deque()
         self._lock = threading.Lock()
         self._draining = threading.Lock()
+        self._drainer: int | None = None  # the thread writing a batch
 
     def __len__(self) -> int:
         return len(self._items)
@@ -65,17 +75,28 @@ class Deferred:
         with self._lock:
             return sum((i.actual for i in self._items), Decimal(0))
 
-    def drain(self, write: Callable[[PendingSettle], None]) -> int:
-        """Write the held settlements, oldest first, until one fails; return how many were.
+    def drain(
+        self,
+        write: Callable[[PendingSettle], None],
+        *,
+        batch: int = DRAIN_BATCH,
+        wait: float = DRAIN_WAIT,
+    ) -> int:
+        """Write up to ``batch`` held settlements, oldest first; return how many were written.
 
-        Another thread already draining makes this return 0 at once. The settlement whose
-        write failed goes back to the head of the queue, and the exception propagates.
+        Waits up to ``wait`` seconds while another thread writes its batch. A write that
+        raises stops the batch: the settlement goes back to the head of the queue and the
+        exception propagates (``write`` itself drops what must not be tried again).
         """
-        if not self._draining.acquire(blocking=False):
+        me = threading.get_ident()
+        if self._drainer == me:
+            return 0  # a threshold callback of this very batch called back in
+        if not self._draining.acquire(timeout=wait):
             return 0
+        self._drainer = me
         try:
             done = 0
-            while True:
+            while done < batch:
                 with self._lock:
                     if not self._items:
                         return done
@@ -87,5 +108,7 @@ class Deferred:
                         self._items.appendleft(item)
                     raise
                 done += 1
+            return done
         finally:
+            self._drainer = None
             self._draining.release()

@@ -181,6 +181,17 @@ def _where(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
+def _refused(exc: Exception) -> bool:
+    """Whether the server answered with an error that asking again will not clear."""
+    transient = (
+        redis.exceptions.ReadOnlyError,  # a replica during a failover
+        redis.exceptions.ClusterDownError,
+        redis.exceptions.TryAgainError,
+        redis.exceptions.AskError,
+    )
+    return isinstance(exc, redis.exceptions.ResponseError) and not isinstance(exc, transient)
+
+
 class RedisBudgetStore:
     """A :class:`~accounting.budgets.BudgetStore` on a Redis server.
 
@@ -287,7 +298,9 @@ class RedisBudgetStore:
                 else ""
             )
             raise BudgetStoreError(
-                f"{self!r}: {type(exc).__name__}: {exc}{hint}", store=self.name
+                f"{self!r}: {type(exc).__name__}: {exc}{hint}",
+                store=self.name,
+                refused=_refused(exc),
             ) from exc
 
     def _keys(self, reservation_id: str, counters: Sequence[CounterSpec]) -> list[str]:

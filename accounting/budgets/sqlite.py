@@ -152,7 +152,9 @@ class SQLiteBudgetStore:
                 self._abort(conn)
                 raise
         except sqlite3.Error as exc:
-            raise BudgetStoreError(f"{self!r}: {exc}", store=self.name) from exc
+            # Constraint and data errors are answers; locks, I/O and a full disk are outages.
+            refused = isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError)
+            raise BudgetStoreError(f"{self!r}: {exc}", store=self.name, refused=refused) from exc
         finally:
             self._lock.release()
 
