@@ -52,6 +52,7 @@ class Entry:
         return None if self.ttl is None else min(self.ttl, self.created + self.ttl - now)
 
 
+_FIELDS = frozenset({"llmcache", "key", "created", "ttl", "sum"})
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_.@:~\-]*")
 _TTL_TYPES = (float, int, type(None))
 
@@ -144,6 +145,9 @@ def _read_header_json(key: str, head: bytes) -> tuple[float, float | None, objec
         raise CorruptEntry(f"envelope version {header.get('llmcache')!r} is not {ENVELOPE_VERSION}")
     if header.get("key") != key:
         raise CorruptEntry("entry was written under another key")
+    if not header.keys() >= _FIELDS:
+        # A missing "ttl" must not read as "never expires" (one flipped bit: "utl").
+        raise CorruptEntry("envelope header misses a field")
     created, ttl = header.get("created"), header.get("ttl")
     if not isinstance(created, int | float) or not isinstance(ttl, int | float | None):
         raise CorruptEntry("bad creation time or TTL")

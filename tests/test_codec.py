@@ -65,3 +65,10 @@ def damaged() -> list[tuple[str, bytes]]:
 def test_damage_is_corrupt_entry(why: str, raw: bytes) -> None:
     with pytest.raises(CorruptEntry):
         decode(KEY, raw)
+
+
+def test_a_header_missing_its_ttl_is_corrupt_not_immortal() -> None:
+    raw = encode(KEY, b'"x"', created=1.0, ttl=3600.0)
+    flipped = raw.replace(b'"ttl"', b'"utl"', 1)  # one bit: t (0x74) -> u (0x75)
+    with pytest.raises(CorruptEntry, match="misses a field"):
+        decode(KEY, flipped)
